@@ -310,3 +310,27 @@ def test_deterministic():
     assert a[1] == b[1] and a[2] == b[2] and a[4] == b[4]
     for k in a[3]:
         assert np.array_equal(a[3][k], b[3][k])
+
+
+def test_non_descent_direction_falls_back_to_gradient():
+    opt = LBFGS()
+    x, _, _ = run(opt, rosen, rosen_x0(4), 3)
+    assert opt.history_size > 0
+    opt._direction = lambda g: g  # sabotage the two-loop: ascent direction
+    r = opt.step(rosen, x)
+    assert "not a descent direction" in r.message
+    assert r.accepted and r.f < rosen(x)[0] and r.history_size <= 1
+
+
+def test_per_step_overrides():
+    fun, z0, _ = make_complex_quadratic()
+    opt = LBFGS()
+    f0, g0 = fun(z0)
+    # update_step scales the first trial: with max_count=1 the trial either is accepted or not
+    r_small = LBFGS(max_count=1).step(fun, z0, f0, g0, update_step=1e-3)
+    assert r_small.accepted and r_small.n_evals == 1
+    assert r_small.step == pytest.approx(1e-3 * min(1.0, 1.0 / norm(g0)))
+    with pytest.raises(ValueError):
+        opt.step(fun, z0, f0, g0, c1=0.95)
+    with pytest.raises(ValueError):
+        opt.step(fun, z0, f0, g0, hist_length=2.5)
