@@ -352,9 +352,6 @@ def compile_epoch_expression(source: str, name: str) -> EpochExpression:
         raise ValueError("pypty parameter '%s': epoch expression %r must take exactly one "
                          "argument (the epoch), without defaults" % (name, source))
     argname = args.args[0].arg
-    if argname in ALLOWED_FUNCTIONS or argname in ALLOWED_CONSTANTS:
-        raise ValueError("pypty parameter '%s': lambda argument %r shadows an allowed "
-                         "function or constant; pick another name" % (name, argname))
     try:
         _check_tree(lam.body, argname)
     except RecursionError:
