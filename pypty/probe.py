@@ -18,7 +18,7 @@ import numpy as np
 
 from .physics import electron_wavelength_A, spatial_frequencies
 
-__all__ = ["KRIVANEK_NAMES", "aberration_phase", "make_probe"]
+__all__ = ["KRIVANEK_NAMES", "aberrations_as_dict", "aberration_phase", "make_probe"]
 
 
 def _krivanek_names(max_order: int = 5):
@@ -38,7 +38,11 @@ KRIVANEK_NAMES = _krivanek_names()
 _NAME_RE = re.compile(r"^C(\d)(\d)([ab]?)$")
 
 
-def _as_aberration_dict(aberrations) -> dict:
+def aberrations_as_dict(aberrations) -> dict:
+    """Krivanek coefficients (Å) as a dict from a dict, a vector in :data:`KRIVANEK_NAMES` order, or None.
+
+    Raises ValueError for unknown names or more than ``len(KRIVANEK_NAMES)`` values.
+    """
     if aberrations is None:
         return {}
     if isinstance(aberrations, dict):
@@ -80,7 +84,7 @@ def aberration_phase(shape_yx, pixel_size_A, acc_voltage_kV, aberrations):
     ValueError
         Unknown coefficient names or too many coefficients.
     """
-    ab = _as_aberration_dict(aberrations)
+    ab = aberrations_as_dict(aberrations)
     pix = np.broadcast_to(np.asarray(pixel_size_A, dtype=float), (2,))
     lam = electron_wavelength_A(acc_voltage_kV)
     ky, kx = spatial_frequencies(shape_yx, pix)

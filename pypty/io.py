@@ -1,0 +1,89 @@
+"""Run outputs: atomic ``.npy`` checkpoints, the loss log and the parameter record.
+
+Every file is written to a temporary name in the same folder and then moved
+over the target with :func:`os.replace`, which is atomic on POSIX and
+Windows: a crash or kill at any moment leaves either the previous complete
+file or the new complete file, never a truncated one.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+
+import numpy as np
+
+__all__ = ["atomic_write_bytes", "save_npy_atomic", "write_json_atomic", "LossLog", "CHECKPOINT_NAMES"]
+
+#: Checkpoint file names (contract of ``save_inter_checkpoints``).
+CHECKPOINT_NAMES = {"obj": "co.npy", "probe": "cp.npy", "positions": "cg.npy"}
+
+
+def _atomic(path: str, write):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    _atomic(path, lambda fh: fh.write(data))
+
+
+def save_npy_atomic(path: str, array) -> None:
+    """Save a NumPy array as ``.npy`` atomically.
+
+    Parameters
+    ----------
+    path : str
+        Target file (should end in ``.npy``; no suffix is added).
+    array : array_like
+        Saved with :func:`numpy.save` (``allow_pickle=False``).
+    """
+    arr = np.asarray(array)
+    _atomic(path, lambda fh: np.save(fh, arr, allow_pickle=False))
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """Write a JSON-serialisable object atomically, indented."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+
+
+class LossLog:
+    """Append-only ``loss.csv``: one row per epoch, flushed after every row.
+
+    Columns: epoch, wall_time_s (since the run started), loss, step (accepted
+    step length; 0 if rejected), accepted (0/1), evaluations (loss+gradient
+    evaluations in the line search), refined (blocks refined this epoch,
+    ``+``-separated).  A restarted run (``epoch_prev > 0``) appends to an
+    existing file.
+    """
+
+    COLUMNS = ("epoch", "wall_time_s", "loss", "step", "accepted", "evaluations", "refined")
+
+    def __init__(self, path: str, append: bool):
+        self.path = path
+        new = not (append and os.path.exists(path))
+        self._fh = open(path, "w" if new else "a", newline="")
+        self._writer = csv.writer(self._fh)
+        if new:
+            self._writer.writerow(self.COLUMNS)
+            self._fh.flush()
+
+    def write(self, epoch, wall, loss, step, accepted, evaluations, refined):
+        self._writer.writerow([epoch, f"{wall:.3f}", repr(float(loss)), repr(float(step)), int(bool(accepted)),
+                               int(evaluations), "+".join(refined)])
+        self._fh.flush()
+
+    def close(self):
+        self._fh.close()
