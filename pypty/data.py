@@ -72,10 +72,11 @@ def preprocess(patterns: np.ndarray, prep: Preprocessing, dtype=np.float64) -> n
         out = out[:, ::-1, :]
     dy, dx = (float(v) for v in prep.shift)
     if dy or dx:
-        if float(dy).is_integer() and float(dx).is_integer():
-            out = scipy.ndimage.shift(out, (0, dy, dx), order=0, mode="constant", cval=0.0)
-        else:
-            out = scipy.ndimage.shift(out, (0, dy, dx), order=1, mode="constant", cval=0.0)
+        # "grid-constant": zeros beyond the frame take part in the interpolation
+        # ("constant" would zero every output pixel whose source lies partly
+        # outside, losing the counts of edge pixels shifted inwards)
+        order = 0 if (float(dy).is_integer() and float(dx).is_integer()) else 1
+        out = scipy.ndimage.shift(out, (0, dy, dx), order=order, mode="grid-constant", cval=0.0)
     p = int(prep.pad)
     if p:
         out = np.pad(out, ((0, 0), (p, p), (p, p)))
@@ -126,6 +127,14 @@ class PatternSource:
             self.origin = str(data_path)
         else:
             raise DataError("no data: set 'data_path' (an .h5 or .npy file) or 'dataset' (an array)")
+        try:
+            self._init_checked(raw, scan_size, check_chunk, load_one_by_one)
+        except BaseException:
+            self.close()  # do not leave the HDF5 file open behind an error
+            raise
+
+    def _init_checked(self, raw, scan_size, check_chunk, load_one_by_one):
+        prep = self.prep
         if raw.ndim == 4:
             if scan_size is not None and tuple(scan_size) != tuple(raw.shape[:2]):
                 raise DataError(f"scan_size {tuple(scan_size)} does not match the 4D data's scan shape "
@@ -195,14 +204,18 @@ class PatternSource:
         return out
 
     def _check_values(self, chunk):
-        n_neg = 0
+        n_neg = n_bad = 0
+        first_bad = None
         for start in range(0, self.n, chunk):
             block = np.asarray(self.raw[start:start + chunk])
-            if not np.all(np.isfinite(block)):
-                bad = int(np.count_nonzero(~np.isfinite(block)))
-                raise DataError(f"diffraction data contain {bad} NaN or inf values "
-                                f"(first in patterns {start}..{start + len(block) - 1})")
+            bad = int(np.count_nonzero(~np.isfinite(block)))
+            if bad and first_bad is None:
+                first_bad = (start, start + len(block) - 1)
+            n_bad += bad
             n_neg += int(np.count_nonzero(block < 0))
+        if n_bad:
+            raise DataError(f"diffraction data contain {n_bad} NaN or inf values "
+                            f"(first in patterns {first_bad[0]}..{first_bad[1]})")
         if n_neg:
             raise DataError(f"diffraction data contain {n_neg} negative values; counts must be >= 0 "
                             f"(subtract the dark reference and clip at 0 first)")
