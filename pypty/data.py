@@ -6,7 +6,8 @@ batches.  Preprocessing order, applied per pattern (units: detector px):
 
 1. ``data_bin``: sum over ``bin x bin`` blocks (the detector size must be
    divisible by ``bin``);
-2. ``flip_ky``: reverse the ky axis (rows);
+2. ``flip_ky``: ky -> -ky about the zero-frequency row K//2 (for odd K a plain
+   reversal of the rows; for even K row 0, the Nyquist row, stays in place);
 3. ``data_shift_vector`` (dy, dx): shift the patterns by that many px (linear
    interpolation for fractional values, zeros shifted in);
 4. ``data_pad``: ``pad`` zero pixels on every side;
@@ -69,7 +70,8 @@ def preprocess(patterns: np.ndarray, prep: Preprocessing, dtype=np.float64) -> n
             raise DataError(f"data_bin={b} does not divide the detector size {ky}x{kx}")
         out = out.reshape(n, ky // b, b, kx // b, b).sum(axis=(2, 4))
     if prep.flip_ky:
-        out = out[:, ::-1, :]
+        k = out.shape[1]
+        out = out[:, (2 * (k // 2) - np.arange(k)) % k, :]
     dy, dx = (float(v) for v in prep.shift)
     if dy or dx:
         # "grid-constant": zeros beyond the frame take part in the interpolation

@@ -57,6 +57,15 @@ def test_bin_not_dividing_detector_raises(shape):
         PatternSource(dataset=pat[None], prep=Preprocessing(bin=b))
 
 
+def test_flip_ky_even_size_keeps_zero_frequency_row():
+    pat = np.zeros((6, 6))
+    pat[3, 2] = 5.0  # zero-frequency row K//2 = 3
+    pat[4, 1] = 2.0  # ky = +1 -> ky = -1 (row 2)
+    pat[0, 0] = 1.0  # Nyquist row stays
+    for out in _both(pat, flip_ky=True):
+        assert out[3, 2] == 5.0 and out[2, 1] == 2.0 and out[0, 0] == 1.0
+
+
 def test_flip_ky_reverses_rows():
     pat = np.arange(12.0).reshape(3, 4)
     expected = np.array([[8, 9, 10, 11], [4, 5, 6, 7], [0, 1, 2, 3]], float)
@@ -187,7 +196,7 @@ def test_order_bin_flip_shift_pad_multiply():
         for j in range(4):
             b[i, j] = raw[2 * i:2 * i + 2, 2 * j:2 * j + 2].sum()
     # 2. flip rows
-    f = np.array([b[3 - r] for r in range(4)])
+    f = np.array([b[(4 - r) % 4] for r in range(4)])  # ky -> -ky about row 4//2
     # 3. shift (dy, dx) = (1, -1): out[i, j] = in[i - 1, j + 1], zeros shifted in
     s = np.zeros((4, 4))
     for i in range(4):
@@ -207,7 +216,7 @@ def test_order_bin_flip_shift_pad_multiply():
     for i in range(4):
         for j in range(4):
             if 0 <= i - 1 < 4 and 0 <= j + 1 < 4:
-                shift_then_flip[3 - i, j] = b[i - 1, j + 1]
+                shift_then_flip[(4 - i) % 4, j] = b[i - 1, j + 1]
     assert not np.array_equal(shift_then_flip, s)
     pad_then_shift = np.zeros((6, 6))
     pad_then_shift[2:6, 0:4] = f  # content pushed past the edge would survive in the padding
