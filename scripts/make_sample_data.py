@@ -348,7 +348,8 @@ def main(argv=None):
     checks["incident_probe_peak_px_yx"] = [int(v) for v in np.unravel_index(np.argmax(inc), inc.shape)]
     checks["incident_probe_expected_px_yx"] = [0.7 / d_sim, 1.9 / d_sim]
     checks["incident_probe_sum_k"] = float(np.sum(np.abs(np.fft.fft2(w_in.array[0])) ** 2))
-    r = np.sqrt(sum(g**2 for g in np.meshgrid(*(2 * [np.fft.fftfreq(n_sim, 1 / n_sim) * d_sim]), indexing="ij")))
+    dist = np.fft.fftfreq(n_sim, 1.0 / n_sim) * d_sim  # signed distance from pixel 0 (FFT order), Å
+    r = np.hypot(dist[:, None], dist[None, :])
     inc0 = np.abs(np.fft.ifft2(probe_k(n_sim, d_sim, lam, alpha, c10))) ** 2
     checks["probe_intensity_outside_L_over_2"] = float(inc0[r > L / 2].sum() / inc0.sum())
     assert checks["static_potential_peak_px_yx"] == [0, 0], checks
