@@ -1,0 +1,477 @@
+#!/usr/bin/env python
+"""Throughput of one loss + gradient evaluation of the far-field model, next to its FFT bound.
+
+For every combination of window size N (probe window N x N px), number of
+slices S, number of probe modes Mp (one object mode) and complex dtype, this
+script times ONE call of :meth:`pypty.model.FarFieldModel.loss_and_grad` with
+``need=("obj", "probe", "positions")`` over P patterns in batches of B, and,
+in the same run, on the same backend, with the same B and dtype, a loop that
+does only the FFTs of that evaluation (see :func:`ffts_per_evaluation`) on
+arrays of the same shapes.  The ratio
+
+    model patterns/s / FFT-bound patterns/s
+
+is the figure of merit: it says which fraction of the time the evaluation
+spends in transforms it cannot avoid.  1.0 means everything but the FFTs is
+free; the remainder is gather/scatter, elementwise work, allocation and
+Python overhead.  The ratio is much less machine-dependent than the absolute
+numbers.
+
+Usage::
+
+    python benchmarks/bench_loss_grad.py [--backend numpy|cupy] [--sizes 64 128]
+        [--slices 1 6] [--modes 1 4] [--dtypes complex64 complex128]
+        [--patterns 128] [--batch B] [--repeat 3] [--workers W] [--markdown]
+
+Timings are the median of ``--repeat`` runs after one warm-up run each, read with
+``time.perf_counter`` (after ``cupy.cuda.Device().synchronize()`` on CuPy);
+model and FFT-bound runs alternate so that both see the same machine load.
+Before timing, one evaluation runs through a counting wrapper of the backend
+and the script stops if the model's number of transforms differs from
+:func:`ffts_per_evaluation` (so the bound cannot silently go stale).
+Peak memory: on NumPy the ``tracemalloc`` peak of the untimed warm-up
+evaluation (NumPy reports its buffers to tracemalloc), counted from the start
+of the call (inputs such as object, probe and data are not included); on
+CuPy the default memory pool's ``total_bytes()`` after the warm-up
+evaluation started from an emptied pool (blocks held by the pool, i.e. the
+peak of what the evaluation needed at once, up to the pool's rounding; cuFFT
+plan work areas created by that first call are included).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from pypty import operators as ops
+from pypty.backend import get_backend
+from pypty.model import FarFieldModel
+from pypty.physics import electron_wavelength_A
+from pypty.probe import make_probe
+
+# Physical parameters of the synthetic experiment (values only need to be plausible).
+PIXEL_A = 0.2          # reconstruction pixel size, Å
+VOLTAGE_KV = 300.0     # accelerating voltage
+SEMIANGLE_MRAD = 25.0  # convergence semi-angle
+DEFOCUS_A = -100.0     # C10 (underfocus)
+SLICE_A = 10.0         # slice thickness, Å
+COUNTS = 1e4           # mean counts per pattern
+
+
+# --------------------------------------------------------------------------- FFT count
+def ffts_per_evaluation(n_slices: int, probe_modes: int, object_modes: int = 1):
+    """FFTs done by one ``loss_and_grad`` evaluation with all three gradients.
+
+    Read off :meth:`pypty.model.FarFieldModel.loss_and_grad` and the operators
+    it calls, per batch of B patterns:
+
+    forward
+        1 ifft2 of the shifted probes, shape (B, Mp, N, N)   (``shift_probe``);
+        S - 1 pairs fft2 + ifft2, shape (B, Mo, Mp, N, N)    (``propagate``);
+        1 fft2 of the exit waves, shape (B, Mo, Mp, N, N)    (``farfield``).
+    backward
+        1 ifft2, shape (B, Mo, Mp, N, N)                     (``farfield_adjoint``);
+        S - 1 pairs fft2 + ifft2, shape (B, Mo, Mp, N, N)    (``propagate_adjoint``);
+        1 fft2, shape (B, Mp, N, N)                          (``shift_probe_adjoint``).
+    once per evaluation
+        1 fft2 of the probe and 1 ifft2 of its gradient, shape (Mp, N, N).
+
+    The wave entering the first propagation is (B, 1, Mp, N, N) before the
+    object multiplies it, but the multiplication by the first slice makes it
+    (B, Mo, Mp, N, N), so every propagation acts on B * Mo * Mp images.
+
+    Returns
+    -------
+    dict with
+        ``per_pattern`` : number of N x N 2D transforms per pattern
+            (``2 * Mp + 4 * S * Mo * Mp - 2 * Mo * Mp``, i.e. ``4 * S * Mp`` for Mo = 1);
+        ``per_evaluation`` : N x N transforms independent of the pattern count (``2 * Mp``);
+        ``sequence`` : list of ``(kind, "probe" | "wave")`` per batch, in the
+            order the model does them ("probe": B * Mp images, "wave": B * Mo * Mp images).
+    """
+    s = int(n_slices)
+    seq = [("ifft2", "probe")]
+    seq += [("fft2", "wave"), ("ifft2", "wave")] * (s - 1)
+    seq += [("fft2", "wave"), ("ifft2", "wave")]          # farfield, farfield_adjoint
+    seq += [("fft2", "wave"), ("ifft2", "wave")] * (s - 1)
+    seq += [("fft2", "probe")]
+    mp, mo = int(probe_modes), int(object_modes)
+    per_pattern = sum(mp if what == "probe" else mo * mp for _, what in seq)
+    return {"per_pattern": per_pattern, "per_evaluation": 2 * mp, "sequence": seq}
+
+
+class _CountingBackend:
+    """Wraps a Backend and counts the N x N images its fft2/ifft2 transform."""
+
+    def __init__(self, bk):
+        self._bk = bk
+        self.images = 0
+
+    def __getattr__(self, name):
+        return getattr(self._bk, name)
+
+    def fft2(self, a):
+        self.images += int(np.prod(a.shape[:-2]))
+        return self._bk.fft2(a)
+
+    def ifft2(self, a):
+        self.images += int(np.prod(a.shape[:-2]))
+        return self._bk.ifft2(a)
+
+
+def check_fft_count(model, evaluate, n_patterns, n_slices, probe_modes):
+    """Run one evaluation with a counting backend; raise if the FFT count differs from the docstring's."""
+    counting = _CountingBackend(model.bk)
+    model.bk, bk = counting, model.bk
+    try:
+        evaluate()
+    finally:
+        model.bk = bk
+    c = ffts_per_evaluation(n_slices, probe_modes)
+    expected = n_patterns * c["per_pattern"] + c["per_evaluation"]
+    if counting.images != expected:
+        raise RuntimeError(f"the model did {counting.images} N x N transforms, ffts_per_evaluation() "
+                           f"predicts {expected}: update ffts_per_evaluation() to match pypty.model")
+
+
+# --------------------------------------------------------------------------- helpers
+def _sync(bk):
+    if bk.is_gpu:
+        import cupy  # only reached on the CuPy backend
+
+        cupy.cuda.Device().synchronize()
+
+
+def _time_pair(bk, fn_a, fn_b, repeat):
+    """Median wall times of ``fn_a()`` and ``fn_b()`` over ``repeat`` runs.
+
+    The caller has warmed both up.  The runs alternate (a, b, a, b, ...) so
+    that both see the same machine load; this keeps their ratio meaningful
+    on a shared machine.
+    """
+    times = ([], [])
+    for _ in range(max(1, repeat)):
+        for fn, out in zip((fn_a, fn_b), times):
+            _sync(bk)
+            t0 = time.perf_counter()
+            fn()
+            _sync(bk)
+            out.append(time.perf_counter() - t0)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def _peak_memory(bk, fn):
+    """Peak bytes of one evaluation (see the module docstring for the method)."""
+    if bk.is_gpu:
+        pool = bk.xp.get_default_memory_pool()
+        _sync(bk)
+        pool.free_all_blocks()
+        base = pool.total_bytes()
+        fn()
+        _sync(bk)
+        return pool.total_bytes() - base
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def default_batch(n):
+    """Default compute batch: 64 for N <= 64, 32 above."""
+    return 64 if n <= 64 else 32
+
+
+def build_problem(bk, n, n_slices, probe_modes, cdt, n_patterns, seed=0, min_canvas=0):
+    """Model, object, probe, positions and data for one configuration.
+
+    The scan is a raster of ceil(sqrt(P)) x ceil(sqrt(P)) positions with a
+    step of N/8 px plus random sub-pixel parts; the canvas just holds it, or
+    is ``min_canvas`` px square if that is larger (the scan stays in a corner).
+    """
+    rng = np.random.default_rng(seed)
+    cdt = np.dtype(cdt)
+    rdt = np.finfo(cdt).dtype
+    side = int(np.ceil(np.sqrt(n_patterns)))
+    step = n / 8.0
+    grid = np.arange(side) * step
+    yy, xx = np.meshgrid(grid, grid, indexing="ij")
+    pos = np.stack([yy.ravel(), xx.ravel()], axis=1)[:n_patterns]
+    pos = pos + rng.uniform(0.0, 1.0, pos.shape)  # sub-pixel parts, as in a real scan
+    canvas = (max(int(np.ceil(pos[:, 0].max())) + n + 1, int(min_canvas)),
+              max(int(np.ceil(pos[:, 1].max())) + n + 1, int(min_canvas)))
+    obj = np.exp(1j * 0.3 * rng.standard_normal((n_slices, 1) + canvas)).astype(cdt)
+    probe = make_probe((n, n), PIXEL_A, VOLTAGE_KV, SEMIANGLE_MRAD, {"C10": DEFOCUS_A},
+                       n_modes=probe_modes, intensity=COUNTS)
+    probe = np.ascontiguousarray(np.transpose(probe, (2, 0, 1)), dtype=cdt)
+    # Poisson-like data with roughly the probe's total counts per pattern
+    mean_pattern = np.full((n, n), COUNTS / (n * n))
+    data = rng.poisson(mean_pattern, (n_patterns, n, n)).astype(rdt)
+
+    lam = electron_wavelength_A(VOLTAGE_KV)
+    kernels = [bk.asarray(ops.fresnel_kernel((n, n), (PIXEL_A, PIXEL_A), lam, SLICE_A), dtype=cdt)
+               for _ in range(n_slices - 1)]
+    model = FarFieldModel(bk, (n, n), canvas, kernels, cdt, loss_name="lsq_sqrt",
+                          eps=max(1e-6 * COUNTS / (n * n), 1e-12))
+    return model, bk.asarray(obj), bk.asarray(probe), bk.asarray(pos), bk.asarray(data)
+
+
+def make_batches(n_patterns, batch):
+    seq = np.arange(n_patterns)
+    return [seq[i:i + batch] for i in range(0, n_patterns, batch)]
+
+
+def fft_bound_fn(bk, n, n_slices, probe_modes, cdt, batches, object_modes=1, seed=1):
+    """A callable doing exactly the FFTs of one evaluation, on arrays of the same shapes."""
+    rng = np.random.default_rng(seed)
+    seq = ffts_per_evaluation(n_slices, probe_modes, object_modes)["sequence"]
+    sizes = sorted({len(b) for b in batches})
+
+    def rnd(shape):
+        a = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+        return bk.asarray(a, dtype=cdt)
+
+    arrays = {b: {"probe": rnd((b, probe_modes, n, n)), "wave": rnd((b, object_modes, probe_modes, n, n))}
+              for b in sizes}
+    probe = rnd((probe_modes, n, n))
+    fft = {"fft2": bk.fft2, "ifft2": bk.ifft2}
+
+    def run():
+        out = bk.ifft2(bk.fft2(probe))
+        for b in batches:
+            arr = arrays[len(b)]
+            for kind, what in seq:
+                out = fft[kind](arr[what])
+        return out
+
+    return run
+
+
+# --------------------------------------------------------------------------- profile
+#: cProfile attribution: category -> (module file suffix, function names); cumulative times.
+PROFILE_CATEGORIES = [
+    ("FFTs (Backend.fft2/ifft2)", "pypty/backend.py", ("fft2", "ifft2")),
+    ("gather (patch_indices, extract_patches)", "pypty/operators.py", ("patch_indices", "extract_patches")),
+    ("scatter-add (scatter_patches: bincount, real/imag copies)", "pypty/operators.py", ("scatter_patches",)),
+    ("shift ramps and position gradient", "pypty/operators.py", ("shift_ramp", "shift_gradient")),
+    ("loss and dL/dI", "pypty/losses.py", ("loss_and_derivative",)),
+]
+
+
+def profile_one(bk, n, n_slices, probe_modes, cdt, n_patterns, batch, repeat, min_canvas=0):
+    """Break the time of ``repeat`` evaluations into categories with cProfile.
+
+    Returns (total seconds, list of (category, seconds)).  The remainder
+    ("other") is the elementwise work written inline in ``loss_and_grad``,
+    ``_multislice``, ``propagate*``, ``shift_probe`` and ``farfield*``
+    (products, conjugate copies, sums over modes, |.|^2), the data fetch, and
+    allocation; its largest single items are listed separately.  On CuPy the
+    profile shows host time of asynchronous launches and is not meaningful.
+    """
+    import cProfile
+    import pstats
+
+    model, obj, probe, pos, data = build_problem(bk, n, n_slices, probe_modes, cdt, n_patterns,
+                                                 min_canvas=min_canvas)
+    xp = bk.xp
+    batches = make_batches(n_patterns, batch)
+    get_data = lambda idx: data[xp.asarray(idx)]  # noqa: E731
+
+    def evaluate():
+        model.loss_and_grad(obj, probe, pos, batches, get_data, need=("obj", "probe", "positions"))
+        _sync(bk)
+
+    evaluate()
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    for _ in range(max(1, repeat)):
+        evaluate()
+    prof.disable()
+    total = time.perf_counter() - t0
+    stats = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+    rows = []
+    for label, suffix, names in PROFILE_CATEGORIES:
+        ct = sum(v[3] for (f, _, name), v in stats.items()
+                 if f.replace(os.sep, "/").endswith(suffix) and name in names)
+        rows.append((label, ct))
+    rows.append(("other: inline elementwise, mode sums, data fetch, allocation", total - sum(r[1] for r in rows)))
+    # largest builtins called directly from the model's own code (part of "other")
+    inline = ("loss_and_grad", "_multislice", "propagate", "propagate_adjoint", "shift_probe", "farfield",
+              "farfield_adjoint")
+    detail = {}
+    for (f, _, name), v in stats.items():
+        if "pypty" in f.replace(os.sep, "/").split("/")[-2:-1] or f.endswith("bench_loss_grad.py"):
+            continue  # pypty's own functions are categories or inline code
+        for (cf, _, cname), cv in v[4].items():
+            cf = cf.replace(os.sep, "/")
+            if cname in inline and (cf.endswith("pypty/model.py") or cf.endswith("pypty/operators.py")):
+                detail[name] = detail.get(name, 0.0) + cv[3]
+    for name, tt in sorted(detail.items(), key=lambda kv: -kv[1])[:3]:
+        short = name.replace("<method '", "").replace("' of 'numpy.ndarray' objects>", "").strip("<>")
+        rows.append((f"  of which {short}() called inline", tt))
+    rows.append(("  (the rest of 'other' is arithmetic operators: *, +, **)", None))
+    return total / max(1, repeat), [(lab, None if t is None else t / max(1, repeat)) for lab, t in rows]
+
+
+# --------------------------------------------------------------------------- header
+def _lscpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except Exception:
+        return None
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def _loadavg():
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except (OSError, AttributeError):
+        return "n/a"
+
+
+def _git_commit():
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=10, cwd=here)
+        return out.stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def header(bk, args):
+    import scipy
+
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cpu = _lscpu_model() or platform.processor() or platform.machine()
+    machine = f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}"
+    libs = f"numpy {np.__version__}, scipy {scipy.__version__}"
+    backend = bk.name
+    if bk.is_gpu:
+        import cupy
+
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        gpu = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+        backend += f" ({gpu})"
+        libs += f", cupy {cupy.__version__}"
+    else:
+        backend += f" (scipy.fft, workers={bk.workers})"
+    return (f"date: {now} | machine: {machine} | backend: {backend} | {libs} | "
+            f"git: {_git_commit()} | patterns: {args.patterns} | canvas: {args.canvas or 'fits the scan'} | repeat: {args.repeat} (median after 1 warm-up) | "
+            f"python {platform.python_version()} | load average at start: {_loadavg()}")
+
+
+# --------------------------------------------------------------------------- main
+def run_one(bk, n, n_slices, probe_modes, cdt, n_patterns, batch, repeat, min_canvas=0):
+    model, obj, probe, pos, data = build_problem(bk, n, n_slices, probe_modes, cdt, n_patterns,
+                                                 min_canvas=min_canvas)
+    xp = bk.xp
+    batches = make_batches(n_patterns, batch)
+    get_data = lambda idx: data[xp.asarray(idx)]  # noqa: E731  (as prepare.py does on a GPU)
+    need = ("obj", "probe", "positions")
+
+    def evaluate():
+        return model.loss_and_grad(obj, probe, pos, batches, get_data, need=need)
+
+    bound = fft_bound_fn(bk, n, n_slices, probe_modes, cdt, batches)
+    # warm-up: one untimed evaluation that also checks the FFT count and measures the peak memory
+    peak = _peak_memory(bk, lambda: check_fft_count(model, evaluate, n_patterns, n_slices, probe_modes))
+    bound()
+    t_model, t_fft = _time_pair(bk, evaluate, bound, repeat)
+    if bk.is_gpu:
+        bk.free_memory_pool()
+    return {
+        "N": n, "slices": n_slices, "modes": probe_modes, "dtype": np.dtype(cdt).name, "batch": batch,
+        "model": n_patterns / t_model, "fft": n_patterns / t_fft, "ratio": t_fft / t_model,
+        "peak_MiB": peak / 2**20, "ffts": ffts_per_evaluation(n_slices, probe_modes)["per_pattern"],
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--slices", type=int, nargs="+", default=[1, 6])
+    ap.add_argument("--modes", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--dtypes", nargs="+", default=["complex64", "complex128"],
+                    choices=["complex64", "complex128"])
+    ap.add_argument("--patterns", type=int, default=128,
+                    help="total patterns P per evaluation (default 128: the full grid takes a few minutes on 2 cores)")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="compute_batch B (default 64 for N <= 64, 32 above)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=None, help="scipy.fft workers (default: all CPUs)")
+    ap.add_argument("--canvas", type=int, default=0,
+                    help="minimum object canvas side in px (default: just large enough for the scan); "
+                         "shows how the cost of the object gradient's scatter-add grows with the canvas")
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of the table: cProfile breakdown of one evaluation per configuration")
+    args = ap.parse_args(argv)
+
+    bk = get_backend(args.backend, workers=args.workers)
+    head = header(bk, args)
+    if args.profile:
+        print(head, flush=True)
+        if bk.is_gpu:
+            print("warning: on CuPy cProfile sees the host side of asynchronous launches; "
+                  "use Nsight Systems for a device-side breakdown", flush=True)
+        for n in args.sizes:
+            batch = args.batch or default_batch(n)
+            for s in args.slices:
+                for mp in args.modes:
+                    for dt in args.dtypes:
+                        total, rows = profile_one(bk, n, s, mp, np.dtype(dt), args.patterns, batch, args.repeat,
+                                                  args.canvas)
+                        print(f"\nN={n} slices={s} probe modes={mp} {dt} batch={batch}: "
+                              f"{total:.3f} s per evaluation of {args.patterns} patterns (under cProfile)")
+                        for label, t in rows:
+                            if t is None:
+                                print(f"  {label}")
+                            else:
+                                print(f"  {label:<62s} {t:8.3f} s  {100 * t / total:5.1f} %")
+        return 0
+    print(head if not args.markdown else head.replace(" | ", "  \n"), flush=True)
+    mem = "tracemalloc peak" if not bk.is_gpu else "pool bytes"
+    if args.markdown:
+        print()
+        print(f"| N | slices | probe modes | dtype | batch | FFTs/pattern | model patterns/s "
+              f"| FFT-bound patterns/s | ratio | peak memory (MiB, {mem}) |")
+        print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    else:
+        print(f"{'N':>4} {'S':>2} {'Mp':>2} {'dtype':>10} {'B':>3} {'FFT/p':>5} {'model p/s':>10} "
+              f"{'FFT p/s':>10} {'ratio':>6} {'peak MiB':>9}")
+    for n in args.sizes:
+        batch = args.batch or default_batch(n)
+        for s in args.slices:
+            for mp in args.modes:
+                for dt in args.dtypes:
+                    r = run_one(bk, n, s, mp, np.dtype(dt), args.patterns, batch, args.repeat, args.canvas)
+                    if args.markdown:
+                        print(f"| {r['N']} | {r['slices']} | {r['modes']} | {r['dtype']} | {r['batch']} "
+                              f"| {r['ffts']} | {r['model']:.1f} | {r['fft']:.1f} | {r['ratio']:.2f} "
+                              f"| {r['peak_MiB']:.1f} |", flush=True)
+                    else:
+                        print(f"{r['N']:>4} {r['slices']:>2} {r['modes']:>2} {r['dtype']:>10} {r['batch']:>3} "
+                              f"{r['ffts']:>5} {r['model']:>10.1f} {r['fft']:>10.1f} {r['ratio']:>6.2f} "
+                              f"{r['peak_MiB']:>9.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
