@@ -210,17 +210,25 @@ def extract_patches(xp, obj, idx):
 def scatter_patches(xp, grad_flat, g, idx):
     """Adjoint of :func:`extract_patches` for one slice: scatter-add.
 
-    grad_flat : (Mo, Ny*Nx) complex accumulator, modified in place.
+    grad_flat : (Mo, Ny*Nx) complex accumulator (C-contiguous), modified in place.
     g : (B, Mo, Y, X) complex gradient of the patches.
     idx : (B, Y, X) flat indices.
-    Overlapping windows are summed (``bincount`` on real and imaginary parts).
+    Overlapping windows are summed.  The cost is proportional to the number
+    of window pixels, not to the canvas size (``numpy.add.at`` on NumPy;
+    ``cupyx.scatter_add`` on the real and imaginary parts on CuPy).
     """
-    n = grad_flat.shape[-1]
     flat_idx = idx.ravel()
+    if xp is np:
+        for m in range(grad_flat.shape[0]):
+            np.add.at(grad_flat[m], flat_idx, g[:, m].ravel())
+        return
+    import cupyx
+
     for m in range(grad_flat.shape[0]):
         gm = g[:, m]
-        grad_flat[m] += xp.bincount(flat_idx, weights=gm.real.ravel(), minlength=n)
-        grad_flat[m] += 1j * xp.bincount(flat_idx, weights=gm.imag.ravel(), minlength=n)
+        parts = grad_flat[m].view(gm.real.dtype)  # interleaved (re, im)
+        cupyx.scatter_add(parts, 2 * flat_idx, gm.real.ravel())
+        cupyx.scatter_add(parts, 2 * flat_idx + 1, gm.imag.ravel())
 
 
 # --------------------------------------------------------------------------- detect
