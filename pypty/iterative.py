@@ -42,7 +42,6 @@ class _Run:
                          max_count=p["max_count"], min_step=p["min_step"])
         self.loss_history: list[float] = []
         self.cache = None  # (key, f, g) at the current point
-        self.out = p["output_folder"]
         self.xp = xp
 
     # ------------------------------------------------------------ objective
@@ -91,7 +90,7 @@ class _Run:
         st = self.st
         batch = st.compute_batch
         batches = [es["seq"][i:i + batch] for i in range(0, es["seq"].size, batch)]
-        need = [("obj" if k == "obj_phase" else k) for k in self._blocks_names(es)]
+        need = es["need"]
 
         def fun(x):
             obj, probe, pos = self._arrays(x)
@@ -107,10 +106,6 @@ class _Run:
             return loss, grads
 
         return fun
-
-    @staticmethod
-    def _blocks_names(es):
-        return [("obj_phase" if (n == "obj" and es["phase_only"]) else n) for n in es["need"]]
 
     # ------------------------------------------------------------ epochs
     def step(self, epoch):
@@ -227,7 +222,7 @@ def run(pypty_params: Mapping) -> dict:
                            f"  {'accepted' if accepted else 'REJECTED'}  [{'+'.join(es['need'])}]")
             if pf >= 4:
                 g = r.cache[2] if r.cache else {}
-                tqdm.write(f"    |g| per block: " + ", ".join(f"{k} {norm({k: v}):.3e}" for k, v in g.items())
+                tqdm.write("    |g| per block: " + ", ".join(f"{k} {norm({k: v}):.3e}" for k, v in g.items())
                            + f"; history {r.opt.history_size}; {msg}")
             if log is not None:
                 log.write(epoch + 1, time.perf_counter() - t0, loss, step, accepted, n_evals, es["need"])

@@ -155,6 +155,7 @@ class FarFieldModel:
         g_probe_hat = xp.zeros_like(probe_hat) if "probe" in need else None
         g_pos = xp.zeros(positions.shape, dtype=xp.float64) if "positions" in need else None
         total = xp.zeros((), dtype=xp.float64)
+        to_probe = "probe" in need or "positions" in need
         for bidx in batches:
             bidx_dev = xp.asarray(bidx)
             idx, ramp, patches = self._prepare(obj, positions[bidx_dev], subpixel)
@@ -167,7 +168,6 @@ class FarFieldModel:
                 continue
             chi = ops.farfield_adjoint(bk, dldi * weight, psi_hat)  # (B, Mo, Mp, Y, X)
             del psi_hat
-            to_probe = "probe" in need or "positions" in need
             for s in range(patches.shape[0] - 1, -1, -1):
                 if g_obj is not None:
                     g_patch = xp.sum(waves[s].conj() * chi, axis=2)  # (B, Mo, Y, X)

@@ -301,8 +301,12 @@ def _sequence(v):
     return [int(x) for x in v]
 
 
+def _is_pos_inf(v) -> bool:
+    return _is_real(v) and math.isinf(float(v)) and float(v) > 0
+
+
 def _hist_length(v):
-    if _is_real(v) and math.isinf(float(v)) and float(v) > 0:
+    if _is_pos_inf(v):
         return math.inf
     if _is_int(v) and int(v) >= 0:
         return int(v)
@@ -312,7 +316,7 @@ def _hist_length(v):
 def _max_count(v):
     if v is None:
         return None
-    if _is_real(v) and math.isinf(float(v)) and float(v) > 0:
+    if _is_pos_inf(v):
         return math.inf
     if _is_int(v) and int(v) > 0:
         return int(v)

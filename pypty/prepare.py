@@ -117,10 +117,11 @@ def _build(p, bk, source, xp, cdt, rdt, say):
         raise _err("positions", f"positions are top-left corners of the probe window in object px and "
                                 f"must be >= 0; the smallest is {pos.min():.3f} (shift all positions)")
     offset = np.zeros(2)
+    extent = pos  # positions the canvas must hold
     if p["sequence"] is not None and not callable(p["sequence"]) and not p["use_full_FOV"]:
-        sel = pos[np.asarray(p["sequence"], dtype=np.int64)]
-        offset = np.floor(sel.min(axis=0))
-        pos = pos - offset
+        extent = pos[np.asarray(p["sequence"], dtype=np.int64)]
+        offset = np.floor(extent.min(axis=0))
+        pos, extent = pos - offset, extent - offset
     # ---------------------------------------------------------------- object
     n_slices = int(p["num_slices"])
     obj = p["obj"]
@@ -131,10 +132,6 @@ def _build(p, bk, source, xp, cdt, rdt, say):
         raise _err("obj", f"expected 4 dimensions (y, x, slices, modes), got shape {obj.shape}")
     if obj.shape[2] != n_slices:
         raise _err("obj", f"has {obj.shape[2]} slices but num_slices = {n_slices}")
-    if p["sequence"] is not None and not callable(p["sequence"]) and not p["use_full_FOV"]:
-        extent = pos[np.asarray(p["sequence"], dtype=np.int64)]
-    else:
-        extent = pos
     need = (int(np.floor(extent[:, 0].max() + 0.5)) + win[0], int(np.floor(extent[:, 1].max() + 0.5)) + win[1])
     ny, nx = max(obj.shape[0], need[0]), max(obj.shape[1], need[1])
     if (ny, nx) != obj.shape[:2]:
@@ -146,9 +143,10 @@ def _build(p, bk, source, xp, cdt, rdt, say):
     # ---------------------------------------------------------------- probe
     pix = (float(p["pixel_size_y_A"]), float(p["pixel_size_x_A"]))
     probe = p["probe"]
-    mean_total = source.mean_total_counts()
+    data_mean = source.mean_pattern()  # one pass over the data
+    mean_total = float(data_mean.sum())
     if probe is None:
-        mp = p["mean_pattern"] if p["mean_pattern"] is not None else source.mean_pattern()
+        mp = p["mean_pattern"] if p["mean_pattern"] is not None else data_mean
         mp = np.asarray(mp, dtype=float)
         if mp.shape != win:
             raise _err("mean_pattern", f"expected shape {win} (the preprocessed pattern), got {mp.shape}")

@@ -59,6 +59,14 @@ def base_params(data, positions, probe, **kw):
     return p
 
 
+def dataset(n_scan, step, canvas, seed):
+    """(obj, probe, positions, data) of a single-slice phase object scanned on a raster."""
+    pos = raster(n_scan, step)
+    obj = phase_object((canvas, canvas), seed=seed)
+    probe = default_probe()
+    return obj, probe, pos, simulate(obj, probe, pos)
+
+
 def corr(a, b):
     a = a - a.mean()
     b = b - b.mean()

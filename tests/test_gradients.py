@@ -16,7 +16,6 @@ WIN, CANVAS, S, MO, MP, N = (12, 12), (20, 22), 2, 2, 2, 5
 
 def _problem(bk, loss, seed=0):
     rng = np.random.default_rng(seed)
-    xp = bk.xp
     kern = [bk.asarray(ops.fresnel_kernel(WIN, (0.4, 0.4), 0.025, 5.0, 2 / 3, 0.1))]
     model = FarFieldModel(bk, WIN, CANVAS, kern, np.complex128, loss_name=loss, eps=1e-3)
     obj = bk.asarray(np.exp(1j * 0.3 * rng.standard_normal((S, MO) + CANVAS))

@@ -3,16 +3,12 @@ import numpy as np
 import pytest
 
 import pypty.iterative
-from synthetic import base_params, corr, default_probe, phase_object, raster, simulate
+from synthetic import base_params, corr, dataset, default_probe, phase_object, raster, simulate
 
 
 @pytest.fixture(scope="module")
 def truth():
-    pos = raster(8, 2.0)
-    obj = phase_object((50, 50), seed=3)
-    probe = default_probe()
-    data = simulate(obj, probe, pos)
-    return obj, probe, pos, data
+    return dataset(8, 2.0, 50, seed=3)
 
 
 def _scanned(pos, win=32):

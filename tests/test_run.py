@@ -9,15 +9,12 @@ import pytest
 
 import pypty.iterative
 from pypty.parameters import PyptyParameterError
-from synthetic import base_params, default_probe, phase_object, raster, simulate
+from synthetic import base_params, dataset, default_probe
 
 
 @pytest.fixture(scope="module")
 def small():
-    pos = raster(5, 3.0)
-    obj = phase_object((46, 46), seed=1)
-    probe = default_probe()
-    data = simulate(obj, probe, pos)
+    _, probe, pos, data = dataset(5, 3.0, 46, seed=1)
     return pos, probe, data
 
 
