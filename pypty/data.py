@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.ndimage
 
-__all__ = ["DataError", "Preprocessing", "PatternSource", "preprocess"]
+__all__ = ["DataError", "Preprocessing", "PatternSource", "SignalSource", "preprocess"]
 
 
 class DataError(ValueError):
@@ -250,3 +250,54 @@ class PatternSource:
         for s in range(0, len(idx), chunk):
             acc += np.sum(self.batch(idx[s:s + chunk]), axis=0, dtype=np.float64)
         return np.fft.fftshift(acc / max(len(idx), 1))
+
+
+class SignalSource:
+    """Compressed measurements: virtual-detector signals (N, M) for ``lsq_compressed``.
+
+    Parameters
+    ----------
+    data_path : str
+        ``.h5`` (dataset ``data`` of shape (N, M)) or ``.npy`` (N, M); used
+        when ``dataset`` is None.
+    dataset : ndarray (N, M) or None
+        Signals in memory (never modified).
+    dtype : float dtype of the returned batches
+
+    Raises
+    ------
+    DataError
+        Missing file or dataset, wrong rank, non-finite values.
+    """
+
+    def __init__(self, data_path="", dataset=None, dtype=np.float64):
+        self._h5 = None
+        if dataset is not None:
+            raw, self.origin = np.asarray(dataset), "array"
+        elif data_path:
+            self.origin = str(data_path)
+            raw = PatternSource._open(self, str(data_path))
+        else:
+            raise DataError("no data: set 'data_path' (an .h5 or .npy file) or 'dataset' (an array)")
+        try:
+            if raw.ndim != 2:
+                raise DataError(f"compressed data (algorithm 'lsq_compressed') must be 2D (N, n_masks); got "
+                                f"shape {tuple(raw.shape)}")
+            self.signals = np.asarray(raw[...], dtype=dtype)
+        finally:
+            self.close()
+        if not np.all(np.isfinite(self.signals)):
+            raise DataError(f"compressed data contain {int(np.count_nonzero(~np.isfinite(self.signals)))} "
+                            f"NaN or inf values")
+        self.n = int(self.signals.shape[0])
+        self.n_signals = int(self.signals.shape[1])
+
+    def close(self):
+        """Close the underlying HDF5 file, if any."""
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+    def batch(self, idx):
+        """Signals (len(idx), M) for measurement indices ``idx``."""
+        return self.signals[np.asarray(idx)]

@@ -17,7 +17,8 @@ import numpy as np
 __all__ = ["atomic_write_bytes", "save_npy_atomic", "write_json_atomic", "LossLog", "CHECKPOINT_NAMES"]
 
 #: Checkpoint file names (contract of ``save_inter_checkpoints``).
-CHECKPOINT_NAMES = {"obj": "co.npy", "probe": "cp.npy", "positions": "cg.npy"}
+CHECKPOINT_NAMES = {"obj": "co.npy", "probe": "cp.npy", "positions": "cg.npy", "tilts": "ct.npy",
+                    "static_background": "cs.npy", "beam_current": "cb.npy", "aberrations_array": "ca.npy"}
 
 
 def _atomic(path: str, write):

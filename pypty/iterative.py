@@ -21,95 +21,200 @@ from .epoch_eval import resolve
 from .io import CHECKPOINT_NAMES, LossLog, save_npy_atomic, write_json_atomic
 from .optimizer import LBFGS, norm
 from .parameters import to_jsonable, validate
-from .prepare import Setup, build_setup
+from .prepare import Setup, build_setup, ensure_margin
 
 __all__ = ["run"]
 
-_BLOCKS = ("obj", "probe", "positions")
+#: pypty_params switch of each refinable array.
+_SWITCHES = (("obj", "update_obj"), ("probe", "update_probe"), ("positions", "update_probe_pos"),
+             ("tilts", "update_tilts"), ("beam_current", "update_beam_current"),
+             ("static_background", "update_static_background"), ("aberrations_array", "update_aberrations_array"))
 
 
 class _Run:
-    """State of one reconstruction: arrays on the device, optimizer, outputs."""
+    """State of one reconstruction: arrays on the device, optimizer, outputs.
+
+    The optimizer sees *blocks*: the arrays themselves, or a
+    reparametrisation of them (``obj_phase`` for a phase-only object,
+    ``probe_phase`` / ``probe_abs`` for the reciprocal-space phase or
+    amplitude of the probe, ``background_sqrt`` b with background = b^2 >= 0).
+    """
 
     def __init__(self, p: dict, st: Setup):
         self.p, self.st, self.bk = p, st, st.bk
-        xp = self.bk.xp
-        self.obj = st.obj
-        self.probe = st.probe
-        self.positions = st.positions
+        self.xp = self.bk.xp
+        self.arrays = dict(st.arrays)
         self.opt = LBFGS(hist_length=_hist(resolve("hist_length", p["hist_length"], p["epoch_prev"])),
                          c1=0.1, c2=0.9, reduce_factor=p["reduce_factor"], optimism=p["optimism"],
                          max_count=p["max_count"], min_step=p["min_step"])
         self.loss_history: list[float] = []
         self.cache = None  # (key, f, g) at the current point
-        self.xp = xp
+        self.x_last: dict = {}  # block values after the last accepted step (keeps reparametrised blocks exact)
+        self.probe_ref = None  # (key, fft2(probe)) fixing the amplitude/phase for tune_only_probe_*
+        self.resize_log: list = []
 
     # ------------------------------------------------------------ objective
     def _epoch_settings(self, epoch):
         p = self.p
         r = lambda k: resolve(k, p[k], epoch)  # noqa: E731
-        need = []
-        if r("update_obj"):
-            need.append("obj")
-        if r("update_probe"):
-            need.append("probe")
-        if r("update_probe_pos"):
-            need.append("positions")
+        need = [name for name, switch in _SWITCHES if r(switch) and name in self.arrays]
+        for name, switch in _SWITCHES:
+            if r(switch) and name not in self.arrays:  # only static_background can get here
+                raise ValueError(f"parameter '{switch}' is on at epoch {epoch} but '{name}' is not in the model")
         seq = r("sequence")
         seq = np.arange(self.st.n_patterns) if seq is None else np.asarray(seq, dtype=np.int64)
         if seq.size == 0 or seq.min() < 0 or seq.max() >= self.st.n_patterns:
             raise ValueError(f"parameter 'sequence' at epoch {epoch} must hold pattern indices in "
                              f"[0, {self.st.n_patterns - 1}], got {seq.size} values "
                              f"(min {seq.min() if seq.size else '-'}, max {seq.max() if seq.size else '-'})")
+        only_phase, only_abs = bool(r("tune_only_probe_phase")), bool(r("tune_only_probe_abs"))
         return dict(
             need=need, seq=seq, phase_only=bool(r("phase_only_obj")), weight=float(r("loss_weight")),
+            probe_part="phase" if only_phase and not only_abs else "abs" if only_abs and not only_phase else "",
             hist=_hist(r("hist_length")), c1=float(r("wolfe_c1_constant")), c2=float(r("wolfe_c2_constant")),
             update_step=float(r("update_step_bfgs")), reset=bool(r("reset_history_flag")),
             subpixel=bool(p["allow_subPixel_shift"]) or "positions" in need,
-            smart_memory=bool(r("smart_memory")),
+            smart_memory=bool(r("smart_memory")), resize=r("dynamically_resize_yx_object"),
         )
 
+    def _block_name(self, name, es):
+        if name == "obj" and es["phase_only"]:
+            return "obj_phase"
+        if name == "probe" and es["probe_part"]:
+            return "probe_" + es["probe_part"]
+        if name == "static_background":
+            return "background_sqrt"
+        return name
+
     def _blocks(self, es):
-        x = {}
+        xp, x = self.xp, {}
+        part = es["probe_part"] if "probe" in es["need"] else ""
+        if part and (self.probe_ref is None or self.probe_ref[0] != part):
+            # the fixed half (amplitude or phase) is taken from the probe as it is now
+            self.probe_ref = (part, self.bk.fft2(self.arrays["probe"]))
+            self.x_last.pop("probe_" + part, None)
         for name in es["need"]:
-            if name == "obj" and es["phase_only"]:
-                x["obj_phase"] = self.xp.angle(self.obj).astype(self.st.real_dtype)
+            block = self._block_name(name, es)
+            if block in self.x_last:
+                x[block] = self.x_last[block]
+            elif block == "obj_phase":
+                x[block] = xp.angle(self.arrays["obj"]).astype(self.st.real_dtype)
+            elif block == "probe_phase":
+                x[block] = xp.angle(self.bk.fft2(self.arrays["probe"])).astype(self.st.real_dtype)
+            elif block == "probe_abs":
+                x[block] = xp.abs(self.bk.fft2(self.arrays["probe"])).astype(self.st.real_dtype)
+            elif block == "background_sqrt":
+                x[block] = xp.sqrt(self.arrays["static_background"])
             else:
-                x[name] = getattr(self, name)
+                x[block] = self.arrays[name]
         return x
 
+    def _accept(self, x):
+        """Adopt the block values of an accepted step; forget reparametrisations made stale by it."""
+        self.arrays = self._arrays(x)
+        for block, val in x.items():
+            if block in _REPARAMETRISED:
+                self.x_last[block] = val
+        stale = {"obj": ("obj_phase",), "probe": ("probe_phase", "probe_abs"),
+                 "probe_phase": ("probe_abs",), "probe_abs": ("probe_phase",)}
+        for block in x:
+            for other in stale.get(block, ()):
+                self.x_last.pop(other, None)
+        if "probe" in x or (self.probe_ref is not None and "probe_" + self.probe_ref[0] not in x
+                            and ("probe_phase" in x or "probe_abs" in x)):
+            self.probe_ref = None
+
     def _arrays(self, x):
-        obj = self.obj
-        if "obj_phase" in x:
-            obj = self.xp.exp(1j * x["obj_phase"]).astype(self.st.complex_dtype)
-        elif "obj" in x:
-            obj = x["obj"]
-        return obj, x.get("probe", self.probe), x.get("positions", self.positions)
+        """Model arrays for block values ``x`` (unrefined arrays from the current state)."""
+        xp, a = self.xp, dict(self.arrays)
+        for block, val in x.items():
+            if block == "obj_phase":
+                a["obj"] = xp.exp(1j * val).astype(self.st.complex_dtype)
+            elif block == "probe_phase":
+                a["probe"] = self.bk.ifft2(xp.abs(self.probe_ref[1]) * xp.exp(1j * val)).astype(self.st.complex_dtype)
+            elif block == "probe_abs":
+                ph = xp.exp(1j * xp.angle(self.probe_ref[1]))
+                a["probe"] = self.bk.ifft2(val * ph).astype(self.st.complex_dtype)
+            elif block == "background_sqrt":
+                a["static_background"] = val * val
+            else:
+                a[block] = val
+        return a
 
     def _objective(self, es):
-        st = self.st
+        st, xp = self.st, self.xp
         batch = st.compute_batch
         batches = [es["seq"][i:i + batch] for i in range(0, es["seq"].size, batch)]
         need = es["need"]
 
         def fun(x):
-            obj, probe, pos = self._arrays(x)
-            loss, g = st.model.loss_and_grad(obj, probe, pos, batches, st.get_data, need=need,
-                                             weight=es["weight"], subpixel=es["subpixel"])
+            a = self._arrays(x)
+            loss, g = st.model.loss_and_grad(a, batches, st.get_data, need=need, weight=es["weight"],
+                                             subpixel=es["subpixel"])
             grads = {}
-            for k in x:
-                if k == "obj_phase":
-                    # O = exp(i phi): G_phi = Re(conj(G_O) i O) = -Im(conj(G_O) O)
-                    grads[k] = (-(g["obj"].conj() * obj).imag).astype(x[k].dtype)
-                else:
-                    grads[k] = g[k]
+            for name in need:
+                block = self._block_name(name, es)
+                gn = g[name]
+                if block == "obj_phase":
+                    # O = exp(i phi): dL/dphi = Re(conj(G) i O) = -Im(conj(G) O)
+                    gn = -(gn.conj() * a["obj"]).imag
+                elif block in ("probe_phase", "probe_abs"):
+                    g_hat = self.bk.fft2(gn)
+                    p_hat = self.probe_ref[1]
+                    if block == "probe_phase":  # P = |P0| exp(i phi)
+                        gn = -(g_hat.conj() * self.bk.fft2(a["probe"])).imag
+                    else:  # P = a exp(i phi0)
+                        gn = (g_hat.conj() * xp.exp(1j * xp.angle(p_hat))).real
+                elif block == "background_sqrt":
+                    gn = 2.0 * x[block] * gn
+                grads[block] = gn.astype(x[block].dtype, copy=False)
             return loss, grads
 
         return fun
 
+    # ------------------------------------------------------------ canvas
+    def _maybe_resize(self, es, epoch):
+        """Pad the object when refined positions leave the canvas (``dynamically_resize_yx_object``)."""
+        flag = es["resize"]
+        if flag is False or flag is None or (not isinstance(flag, bool) and int(flag) <= 0):
+            return
+        tol = 0 if isinstance(flag, (bool, np.bool_)) else int(flag)
+        pos = self.bk.to_numpy(self.arrays["positions"])
+        win, canvas = self.st.model.window_yx, self.st.model.canvas_yx
+        lo = pos.min(axis=0)
+        hi = np.floor(pos.max(axis=0) + 0.5) + np.asarray(win)
+        if not (np.any(lo < -tol - 0.5) or np.any(hi > np.asarray(canvas) + tol)):
+            return
+        margin = max(2, tol)
+        obj, positions, shift = ensure_margin(self.xp, self.arrays["obj"], self.arrays["positions"], win, margin)
+        new_canvas = tuple(int(v) for v in obj.shape[-2:])
+        sy, sx = int(shift[0]), int(shift[1])
+        old = tuple(canvas)
+
+        def pad(v, fill=0):
+            out = self.xp.full(v.shape[:-2] + new_canvas, fill, dtype=v.dtype)
+            out[..., sy:sy + old[0], sx:sx + old[1]] = v
+            return out
+
+        self.arrays["obj"], self.arrays["positions"] = obj, positions
+        for block in ("obj", "obj_phase"):
+            self.opt.map_history(block, pad)
+            if block in self.x_last:
+                self.x_last[block] = pad(self.x_last[block], 1 if block == "obj" else 0)
+        self.x_last.pop("positions", None)
+        self.cache = None  # windows that were clipped now see new pixels: the loss changes
+        self.st.model.canvas_yx = new_canvas
+        self.st.position_offset = self.st.position_offset - shift
+        msg = (f"epoch {epoch + 1}: positions left the object canvas; padded {old[0]} x {old[1]} -> "
+               f"{new_canvas[0]} x {new_canvas[1]} px (shift {sy}, {sx} px), optimizer history kept")
+        self.resize_log.append(msg)
+        if int(self.p["print_flag"]) >= 2:
+            tqdm.write(msg)
+
     # ------------------------------------------------------------ epochs
     def step(self, epoch):
         es = self._epoch_settings(epoch)
+        self._maybe_resize(es, epoch)
         if es["reset"]:
             self.opt.reset("reset_history_flag")
         fun = self._objective(es)
@@ -124,8 +229,7 @@ class _Run:
         res = self.opt.step(fun, x, f0, g0, update_step=es["update_step"], hist_length=es["hist"],
                             c1=es["c1"], c2=es["c2"])
         if res.accepted:
-            obj, probe, pos = self._arrays(res.x)
-            self.obj, self.probe, self.positions = obj, probe, pos
+            self._accept(res.x)
         self.cache = (key, res.f, res.g)
         if es["smart_memory"]:
             self.bk.free_memory_pool()
@@ -133,18 +237,34 @@ class _Run:
 
     # ------------------------------------------------------------ outputs
     def arrays_numpy(self):
-        """Current arrays in the user layout: obj (y, x, slices, modes), probe (y, x, modes), positions (N, 2)."""
-        to = self.bk.to_numpy
-        return {
-            "obj": np.transpose(to(self.obj), (2, 3, 0, 1)).copy(),
-            "probe": np.transpose(to(self.probe), (1, 2, 0)).copy(),
-            "positions": to(self.positions) + self.st.position_offset,
+        """Current arrays in the user layout.
+
+        obj (y, x, slices, modes); probe (y, x, modes) or (y, x, modes,
+        subscans); positions (N, 2) in px of the returned object; and, when
+        in the model, tilts (N or 1, 6) mrad, beam_current (N,),
+        static_background (Yd, Xd) centred, aberrations_array (A, J) Å.
+        """
+        to, a = self.bk.to_numpy, self.arrays
+        probe = np.transpose(to(a["probe"]), (2, 3, 1, 0))
+        out = {
+            "obj": np.transpose(to(a["obj"]), (2, 3, 0, 1)).copy(),
+            "probe": probe.copy() if self.st.probe_4d else probe[..., 0].copy(),
+            "positions": to(a["positions"]).copy(),
         }
+        for name in ("tilts", "beam_current", "aberrations_array"):
+            if name in a:
+                out[name] = to(a[name]).copy()
+        if "static_background" in a:
+            out["static_background"] = np.fft.fftshift(to(a["static_background"]))
+        return out
 
     def save_checkpoint(self, folder):
         os.makedirs(folder, exist_ok=True)
         for name, arr in self.arrays_numpy().items():
             save_npy_atomic(os.path.join(folder, CHECKPOINT_NAMES[name]), arr)
+
+
+_REPARAMETRISED = ("obj_phase", "probe_phase", "probe_abs", "background_sqrt")
 
 
 def _hist(v):
@@ -248,5 +368,6 @@ def run(pypty_params: Mapping) -> dict:
         r.save_checkpoint(out)
     result = r.arrays_numpy()
     result.update(loss=list(r.loss_history), epochs=last if last > first else first,
-                  wall_time_s=time.perf_counter() - t0, output_folder=out)
+                  wall_time_s=time.perf_counter() - t0, output_folder=out,
+                  position_offset=np.asarray(st.position_offset, dtype=float).copy())
     return result

@@ -156,7 +156,7 @@ def shift_gradient(xp, g_hat_shifted, probe_hat, kyx):
     Parameters
     ----------
     g_hat_shifted : (B, Mp, Y, X) complex
-    probe_hat : (Mp, Y, X) complex
+    probe_hat : (Mp, Y, X) or (B, Mp, Y, X) complex (per-pattern spectra)
     kyx : (ky, kx), frequencies in cycles/px, shapes (Y, 1), (1, X)
 
     Returns
@@ -164,7 +164,9 @@ def shift_gradient(xp, g_hat_shifted, probe_hat, kyx):
     array, float64, shape (B, 2)
     """
     ky, kx = kyx
-    q = xp.sum(g_hat_shifted.conj() * probe_hat[None], axis=1)  # (B, Y, X)
+    if probe_hat.ndim == 3:
+        probe_hat = probe_hat[None]
+    q = xp.sum(g_hat_shifted.conj() * probe_hat, axis=1)  # (B, Y, X)
     # Re(q * (-2 pi i k)) = 2 pi k Im(q)
     qi = q.imag
     gy = 2 * np.pi * xp.sum(qi * ky[None], axis=(1, 2), dtype=xp.float64)

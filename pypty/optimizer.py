@@ -248,6 +248,19 @@ class LBFGS:
         self._bb_gamma = None
         self.last_reset_reason = reason
 
+    def map_history(self, name: str, fn) -> None:
+        """Replace block ``name`` of every stored (s, y) pair by ``fn(block)``.
+
+        Used when a refined array changes shape between steps (e.g. the object
+        canvas is padded: ``fn`` pads the differences with zeros), so the
+        curvature information is kept instead of being reset.
+        """
+        for pair in self._hist:
+            if name in pair.s:
+                pair.s[name] = fn(pair.s[name])
+                pair.y[name] = fn(pair.y[name])
+        self._sig = None  # the next call adopts the new shapes without a reset
+
     # ------------------------------------------------------------------ direction
     def _direction(self, g: dict) -> dict:
         """``-H g`` by the two-loop recursion (N&W Alg. 7.4), block-diagonal H0."""

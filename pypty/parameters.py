@@ -470,8 +470,10 @@ _TABLE = [
            "(scan_y, scan_x, ky, kx); when given, data_path is ignored (kept as a read-only view, "
            "not copied).", _array(ndim=(3, 4), kinds="iuf", optional=True, readonly_view=True),
            supported=True),
-        _p("masks", None, "array or None", "Virtual-detector masks for compressed data; None "
-           "for ordinary patterns.", _array(optional=True)),
+        _p("masks", None, "array or None", "Virtual-detector masks (n_masks, ky, kx), centred like "
+           "the patterns, for compressed data (N, n_masks) with algorithm 'lsq_compressed': the "
+           "model patterns are projected onto the masks; None for ordinary patterns.",
+           _array(ndim=3, kinds="iuf", optional=True, finite=True), supported=True),
         _p("data_multiplier", 1, "float", "Factor applied to every pattern when it is read.",
            _float(gt=0), supported=True),
         _p("data_pad", 0, "int", "Padding added around every pattern when read (a quarter of "
@@ -484,8 +486,9 @@ _TABLE = [
         _p("data_shift_vector", (0, 0), "pair of numbers", "Shift (y, x) applied to every "
            "pattern when read.", _custom("a list of two numbers (y, x)", _real_pair), unit="px",
            supported=True),
-        _p("upsample_pattern", 1, "int", "Reciprocal-space upsampling factor of the beam, for "
-           "beams wider than the pattern extent (experimental).", _int(ge=1)),
+        _p("upsample_pattern", 1, "int", "Reciprocal-space upsampling factor u of the beam, for "
+           "beams wider than the pattern extent: the probe window has u times the pattern's pixels "
+           "and u x u model pixels are summed into one detector pixel.", _int(ge=1), supported=True),
         _p("sequence", None, "list of int or None", "Indices of the measurements used in the "
            "refinement; None uses all of them.",
            _custom("a list of ints >= 0 or None", _sequence), epoch=True, supported=True),
@@ -513,15 +516,17 @@ _TABLE = [
         _p("aperture_mask", None, "array or None", "Aperture mask, usable by a reciprocal-space "
            "probe constraint.", _array(optional=True)),
         _p("recon_type", "far_field", "str", "Reconstruction geometry.",
-           choices=("far_field", "near_field"), supported=True,
-           supported_choices=("far_field",)),
-        _p("alpha_near_field", 0.0, "float", "Near-field flux-preservation parameter.",
-           _ANY_FLOAT),
-        _p("defocus_array", ArrayDefault((0.0,)), "array", "Near-field defocus, one common value "
-           "or one per measurement; ignored in far field.",
-           _array(ndim=1, kinds="iuf", scalar_to_1d=True, finite=True), unit="Å",
-           default_equivalent=_all_zero),
-        _p("Cs", 0.0, "float", "Spherical aberration coefficient.", _ANY_FLOAT, unit="Å"),
+           choices=("far_field", "near_field"), supported=True),
+        _p("alpha_near_field", 0.0, "float", "Near field: illumination semi-angle of the "
+           "spatial-coherence envelope exp(-(pi alpha/lambda)^2 (lambda df k + Cs lambda^3 k^3)^2), "
+           "which is 1 at k = 0 (the unscattered flux is preserved).", _float(ge=0), unit="mrad",
+           supported=True),
+        _p("defocus_array", ArrayDefault((0.0,)), "array", "Near-field defocus (propagation "
+           "distance from the exit plane to the image plane, positive downstream), one common value "
+           "or one per measurement; not used in far field.",
+           _array(ndim=1, kinds="iuf", scalar_to_1d=True, finite=True), unit="Å", supported=True),
+        _p("Cs", 0.0, "float", "Near field: spherical aberration of the imaging lens.", _ANY_FLOAT,
+           unit="Å", supported=True),
     ]),
     ("Spatial Calibration", [
         _p("slice_distances", ArrayDefault((10.0,)), "array", "Distance between object slices, "
@@ -549,30 +554,38 @@ _TABLE = [
         _p("positions", ArrayDefault(((0.0, 0.0),)), "array", "Scan positions (N, 2) as "
            "[[y0, x0], ...] in reconstruction pixels; one row for a single common point.",
            _array(ndim=2, last=2, kinds="iuf", finite=True), unit="px", supported=True),
-        _p("tilts", ArrayDefault(((0.0,) * 6,)), "array", "Beam tilts (N, 6): (y, x) before, "
-           "inside and after the specimen; one row for a common tilt.",
-           _array(ndim=2, last=6, kinds="iuf", finite=True), default_equivalent=_all_zero),
-        _p("tilt_mode", 0, "int", "Which tilts are applied: 0, 3, 4 inside; 2, 4 before; "
-           "1, 3, 4 after the specimen.", _int(ge=0, le=4)),
-        _p("static_background", 0, "float or array", "Static background added to the patterns "
-           "(padded pattern shape); a positive number lets pypty create it, 0 disables.",
-           _custom("a float >= 0 or a 2D array", _static_background),
-           default_equivalent=_all_zero),
+        _p("tilts", ArrayDefault(((0.0,) * 6,)), "array", "Beam tilts (N, 6) in mrad: (y, x) "
+           "before the specimen (a shift in the aperture plane), inside (a tilted Fresnel propagator "
+           "between slices) and after (a shift in the detector plane); one row for a common tilt. "
+           "Columns not used by tilt_mode must be zero.",
+           _array(ndim=2, last=6, kinds="iuf", finite=True), unit="mrad", supported=True),
+        _p("tilt_mode", 0, "int", "Which tilts are in the model (and refined): 0 inside; 1 after; "
+           "2 before; 3 inside and after; 4 all three.", _int(ge=0, le=4), supported=True),
+        _p("static_background", 0, "float or array", "Static background (counts per detector "
+           "pixel) added to every model pattern, zero in the data_pad border; an array has the "
+           "padded pattern shape or the shape before data_pad, a positive number creates a flat one, "
+           "0 disables (refined as b^2, so start from a small positive value to refine it).",
+           _custom("a float >= 0 or a 2D array", _static_background), unit="counts",
+           supported=True),
         _p("beam_current", None, "array or None", "Relative beam current (or dwell time) per "
-           "measurement, 1D of length N.", _array(ndim=1, kinds="iuf", optional=True,
-                                                   finite=True)),
+           "measurement, 1D of length N, multiplying the model pattern; None is all ones (created "
+           "when update_beam_current can be on).", _array(ndim=1, kinds="iuf", optional=True,
+                                                   finite=True), supported=True),
     ]),
     ("Propagation, Shifting, and Resizing", [
         _p("propmethod", "multislice", "str", "Propagation scheme; the two others are more "
-           "accurate and slower.", choices=("multislice", "better_multislice", "yoshida"),
-           supported=True, supported_choices=("multislice",)),
+           "accurate and slower: better_multislice is second order (Strang), yoshida fourth order "
+           "(3x the propagations).", choices=("multislice", "better_multislice", "yoshida"),
+           supported=True),
         _p("allow_subPixel_shift", True, "bool", "Use sub-pixel shifts; if False positions are "
            "rounded until they are refined.", _FLAG, supported=True),
-        _p("dynamically_resize_yx_object", False, "bool or int", "Pad the object when refined "
-           "positions leave it; an int sets the displacement that triggers it.",
-           _bool_or_int(0), unit="px", epoch=True),
-        _p("extra_space_on_side_px", 0, "int", "Margin added around the object.", _int(ge=0),
-           unit="px"),
+        _p("dynamically_resize_yx_object", False, "bool or int", "Pad the object (with vacuum) "
+           "when refined positions move a probe window out of it; an int n tolerates n px outside "
+           "before padding. The optimizer history is kept (padded with zeros).",
+           _bool_or_int(0), unit="px", epoch=True, supported=True),
+        _p("extra_space_on_side_px", 0, "int", "Smallest margin between any probe window and the "
+           "object edge; the canvas is padded with vacuum (and positions shifted) to provide it.",
+           _int(ge=0), unit="px", supported=True),
     ]),
     ("Bandwidth Limitation", [
         _p("damping_cutoff_multislice", 2 / 3, "float", "Frequency cutoff (fraction of Nyquist) "
@@ -589,8 +602,7 @@ _TABLE = [
         _p("algorithm", "lsq_sqrt", "str", "Loss: lsq_sqrt (Gaussian on amplitudes), ml "
            "(Poisson), lsq (squared intensities), lsq_sqrt_2 (modified Gaussian), lsq_compressed "
            "(virtual-detector signals).",
-           choices=("lsq_sqrt", "ml", "lsq", "lsq_sqrt_2", "lsq_compressed"), supported=True,
-           supported_choices=("lsq_sqrt", "ml", "lsq", "lsq_sqrt_2")),
+           choices=("lsq_sqrt", "ml", "lsq", "lsq_sqrt_2", "lsq_compressed"), supported=True),
         _p("epoch_max", 200, "int", "Number of epochs to run.", _int(ge=0), supported=True),
         _p("wolfe_c1_constant", 0.1, "float", "Sufficient-decrease (first Wolfe) constant; "
            "0 < c1 < c2.", _float(gt=0, lt=1), epoch=True, supported=True),
@@ -615,9 +627,10 @@ _TABLE = [
         _p("phase_only_obj", False, "bool", "Refine only the phase of the object.", _FLAG,
            epoch=True, supported=True),
         _p("tune_only_probe_phase", False, "bool", "Refine only the reciprocal-space phase of "
-           "the probe.", _FLAG, epoch=True),
+           "the probe (its CTF); both this and tune_only_probe_abs on refines the whole probe.",
+           _FLAG, epoch=True, supported=True),
         _p("tune_only_probe_abs", False, "bool", "Refine only the reciprocal-space amplitude of "
-           "the probe.", _FLAG, epoch=True),
+           "the probe (its aperture).", _FLAG, epoch=True, supported=True),
         _p("reset_history_flag", False, "bool", "Clear the optimiser history when true.", _FLAG,
            epoch=True, supported=True),
     ]),
@@ -626,24 +639,31 @@ _TABLE = [
         _p("update_obj", 1, "bool", "Refine the object.", _FLAG, epoch=True, supported=True),
         _p("update_probe_pos", 0, "bool", "Refine the scan positions.", _FLAG, epoch=True,
            supported=True),
-        _p("update_tilts", 0, "bool", "Refine the tilts.", _FLAG, epoch=True),
-        _p("update_beam_current", 0, "bool", "Refine the beam current.", _FLAG, epoch=True),
+        _p("update_tilts", 0, "bool", "Refine the tilts (the types selected by tilt_mode).", _FLAG,
+           epoch=True, supported=True),
+        _p("update_beam_current", 0, "bool", "Refine the beam current.", _FLAG, epoch=True,
+           supported=True),
         _p("update_aberrations_array", 0, "bool", "Refine the aberrations array.", _FLAG,
-           epoch=True),
+           epoch=True, supported=True),
         _p("update_static_background", 0, "bool", "Refine the static background.", _FLAG,
-           epoch=True),
+           epoch=True, supported=True),
     ]),
     ("Multiple Illumination Functions", [
         _p("aberrations_array", ArrayDefault(((0.0,),)), "array", "Aberrations per subscan "
-           "(N_subscans, N_aberrations), for beams that change across the field of view.",
-           _array(ndim=2, kinds="iuf", finite=True), default_equivalent=_all_zero),
+           "(N_subscans, N_aberrations) in Krivanek notation (columns C10, C12a, C12b, C21a, ...), "
+           "each row a CTF exp(-i chi) applied to the probe of the measurements that use it; for "
+           "beams that change across the field of view.",
+           _array(ndim=2, kinds="iuf", finite=True), unit="Å", supported=True),
         _p("phase_plate_in_h5", None, "str or None", "HDF5 file whose 'configs' dataset holds "
-           "one phase plate per measurement (N, y, x).",
-           _custom("a str (path) or None", _phase_plate)),
+           "one phase plate per measurement (N, y, x) in the probe's reciprocal space, centred: "
+           "real values are phases (rad), complex values multiply the probe.",
+           _custom("a str (path) or None", _phase_plate), supported=True),
         _p("aberration_marker", None, "array or None", "Row of aberrations_array used by each "
-           "measurement, 1D of length N.", _array(ndim=1, kinds="iu", optional=True)),
+           "measurement, 1D of length N (needed when it has several rows).",
+           _array(ndim=1, kinds="iu", optional=True), supported=True),
         _p("probe_marker", None, "array or None", "Probe (last axis of a 4D probe) used by each "
-           "measurement, 1D of length N.", _array(ndim=1, kinds="iu", optional=True)),
+           "measurement, 1D of length N.", _array(ndim=1, kinds="iu", optional=True),
+           supported=True),
     ]),
     ("Memory Usage", [
         _p("load_one_by_one", True, "bool", "Stream patterns to the device batch by batch "

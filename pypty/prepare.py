@@ -1,47 +1,69 @@
 """Turn validated parameters into device arrays, a data source and a model.
 
 This is where the user layout (object (y, x, slices, modes), probe
-(y, x, modes)) is converted to the internal FFT-friendly layout (object
-(slices, modes, y, x), probe (modes, y, x)), the object canvas is sized to the
-scan, and the probe is built from the data when none is given.
+(y, x, modes) or (y, x, modes, subscans), centred patterns) is converted to
+the internal FFT-friendly layout (object (slices, modes, y, x), probe
+(subscans, modes, y, x), FFT order), the object canvas is sized to the scan,
+the probe is built from the data when none is given, and the optional arrays
+(tilts, beam current, static background, aberrations array) are created when
+they are used or refined.
 """
 from __future__ import annotations
 
+import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from .data import PatternSource, Preprocessing
-from .model import FarFieldModel
-from .operators import fresnel_kernel
+from . import detector as det
+from .data import PatternSource, Preprocessing, SignalSource
+from .epoch_eval import EpochExpression
+from .model import TILT_TYPES, MultisliceModel, tilt_types_for_mode
 from .parameters import PyptyParameterError
 from .physics import electron_wavelength_A
-from .probe import aberration_phase, aberrations_as_dict
+from .probe import KRIVANEK_NAMES, aberration_phase, aberrations_as_dict
 
-__all__ = ["Setup", "build_setup", "probe_from_mean_pattern"]
+__all__ = ["Setup", "build_setup", "probe_from_mean_pattern", "ensure_margin", "may_be_on"]
 
 
 @dataclass
 class Setup:
-    """Everything a run needs besides the optimizer (see :func:`build_setup`)."""
+    """Everything a run needs besides the optimizer (see :func:`build_setup`).
+
+    ``arrays`` holds the device arrays in the internal layout (see
+    :mod:`pypty.model`); optional ones are present only when the model uses
+    them.  ``position_offset`` (2,) px: user-frame position = canvas position
+    + offset.
+    """
 
     bk: object
-    source: PatternSource
-    model: FarFieldModel
-    obj: object          # device (S, Mo, Ny, Nx)
-    probe: object        # device (Mp, Y, X)
-    positions: object    # device float64 (N, 2), canvas px
-    position_offset: np.ndarray  # add to canvas positions to get user positions
+    source: object
+    model: MultisliceModel
+    arrays: dict
+    position_offset: np.ndarray
     n_patterns: int
     compute_batch: int
     complex_dtype: np.dtype
     real_dtype: np.dtype
     get_data: Callable
+    probe_4d: bool = False
+    notes: list = field(default_factory=list)
 
     def close(self):
         self.source.close()
+
+
+def _err(name, msg):
+    return PyptyParameterError(f"parameter '{name}': {msg}")
+
+
+def may_be_on(value) -> bool:
+    """False only for an epoch-dependent switch that is constantly off (0/False/None)."""
+    if callable(value) or isinstance(value, EpochExpression):
+        return True
+    return bool(value)
 
 
 def probe_from_mean_pattern(mean_pattern, pixel_size_yx_A, acc_voltage_kV, aberrations=None,
@@ -73,8 +95,42 @@ def probe_from_mean_pattern(mean_pattern, pixel_size_yx_A, acc_voltage_kV, aberr
     return probe[..., None]
 
 
-def _err(name, msg):
-    return PyptyParameterError(f"parameter '{name}': {msg}")
+def ensure_margin(xp, obj, positions, window_yx, margin, crop=False):
+    """Pad (or, with ``crop``, cut) the object canvas so every window keeps ``margin`` px inside.
+
+    Parameters
+    ----------
+    obj : complex (S, Mo, Ny, Nx) (NumPy or device)
+    positions : float (N, 2) top-left window corners in canvas px (NumPy or device)
+    window_yx : (Y, X)
+    margin : int >= 0
+    crop : bool
+        Allow a negative shift (cut rows/columns before the first window).
+
+    Returns
+    -------
+    obj, positions, shift : the new canvas (new pixels are ones, i.e.
+    vacuum), the positions in it, and the integer shift (2,) added to them.
+    """
+    pos_np = np.asarray(positions.get() if hasattr(positions, "get") else positions)
+    lo = pos_np.min(axis=0)
+    hi = np.floor(pos_np.max(axis=0) + 0.5)
+    shift = np.ceil(margin - lo).astype(int)
+    if not crop:
+        shift = np.maximum(shift, 0)
+    ny, nx = obj.shape[-2:]
+    need = (int(hi[0] + shift[0]) + window_yx[0] + margin, int(hi[1] + shift[1]) + window_yx[1] + margin)
+    new = (max(ny + shift[0], need[0]), max(nx + shift[1], need[1]))
+    if tuple(shift) == (0, 0) and new == (ny, nx):
+        return obj, positions, shift
+    out = xp.ones(obj.shape[:-2] + new, dtype=obj.dtype)
+    src_y0, src_x0 = max(0, -shift[0]), max(0, -shift[1])
+    dst_y0, dst_x0 = max(0, shift[0]), max(0, shift[1])
+    h = min(ny - src_y0, new[0] - dst_y0)
+    w = min(nx - src_x0, new[1] - dst_x0)
+    if h > 0 and w > 0:
+        out[..., dst_y0:dst_y0 + h, dst_x0:dst_x0 + w] = obj[..., src_y0:src_y0 + h, src_x0:src_x0 + w]
+    return out, positions + xp.asarray(shift.astype(float)), shift
 
 
 def build_setup(p: dict, bk, log=None) -> Setup:
@@ -83,102 +139,138 @@ def build_setup(p: dict, bk, log=None) -> Setup:
     Raises
     ------
     PyptyParameterError
-        Shapes that do not fit together (probe vs patterns, positions vs
-        data, object slices vs ``num_slices``, negative positions).
+        Shapes or settings that do not fit together (probe vs patterns,
+        positions vs data, object slices vs ``num_slices``, markers, tilts
+        outside ``tilt_mode``, masks without ``lsq_compressed``, ...).
     pypty.data.DataError
         Unusable data.
     """
     say = log or (lambda m: None)
-    xp = bk.xp
     cdt = np.dtype(np.complex128 if p["default_dtype"] == "double" else np.complex64)
     rdt = np.dtype(np.float64 if cdt == np.complex128 else np.float32)
     ddt = np.dtype(p["force_dataset_dtype"]) if p["force_dataset_dtype"] is not None else rdt
-    prep = Preprocessing(multiplier=float(p["data_multiplier"]), pad=int(p["data_pad"]), bin=int(p["data_bin"]),
-                         flip_ky=bool(p["flip_ky"]), shift=tuple(float(v) for v in p["data_shift_vector"]))
-    source = PatternSource(p["data_path"], p["dataset"], prep, ddt,
-                           load_one_by_one=bool(p["load_one_by_one"]) and not bool(p["preload_to_cpu"]),
-                           scan_size=p["scan_size"])
+    compressed = p["algorithm"] == "lsq_compressed"
+    if compressed != (p["masks"] is not None):
+        raise _err("masks", "virtual-detector masks and algorithm 'lsq_compressed' go together; got "
+                            f"masks {'set' if p['masks'] is not None else 'None'} with algorithm "
+                            f"{p['algorithm']!r}")
+    if compressed:
+        for key, default in (("data_bin", 1), ("data_pad", 0), ("flip_ky", False), ("upsample_pattern", 1)):
+            if p[key] != default:
+                raise _err(key, f"must stay {default!r} for compressed data (apply it to the masks instead)")
+        source = SignalSource(p["data_path"], p["dataset"], ddt)
+    else:
+        prep = Preprocessing(multiplier=float(p["data_multiplier"]), pad=int(p["data_pad"]),
+                             bin=int(p["data_bin"]), flip_ky=bool(p["flip_ky"]),
+                             shift=tuple(float(v) for v in p["data_shift_vector"]))
+        source = PatternSource(p["data_path"], p["dataset"], prep, ddt,
+                               load_one_by_one=bool(p["load_one_by_one"]) and not bool(p["preload_to_cpu"]),
+                               scan_size=p["scan_size"])
     try:
-        return _build(p, bk, source, xp, cdt, rdt, say)
+        return _build(p, bk, source, cdt, rdt, say, compressed)
     except BaseException:
         source.close()
         raise
 
 
-def _build(p, bk, source, xp, cdt, rdt, say):
+def _detector_shape(p, source, compressed):
+    if not compressed:
+        return tuple(source.pattern_shape)
+    masks = np.asarray(p["masks"])
+    if masks.ndim != 3 or masks.shape[0] != source.n_signals:
+        raise _err("masks", f"expected shape (n_masks={source.n_signals}, ky, kx) to match the compressed "
+                            f"data (N, {source.n_signals}), got {masks.shape}")
+    return tuple(masks.shape[1:])
+
+
+def _build(p, bk, source, cdt, rdt, say, compressed):
+    xp = bk.xp
     n = source.n
-    win = source.pattern_shape
-    # ---------------------------------------------------------------- positions
-    pos = p["positions"]
-    pos = np.zeros((1, 2)) if pos is None else np.array(pos, dtype=np.float64)
+    detector = _detector_shape(p, source, compressed)
+    up = int(p["upsample_pattern"])
+    near = p["recon_type"] == "near_field"
+    if near and up != 1:
+        raise _err("upsample_pattern", "must be 1 for recon_type 'near_field' (patterns are images)")
+    win = (detector[0] * up, detector[1] * up)
+    pix = (float(p["pixel_size_y_A"]), float(p["pixel_size_x_A"]))
+    lam = electron_wavelength_A(p["acc_voltage"])
+    notes = []
+    # ---------------------------------------------------------------- positions and canvas
+    pos = np.array(p["positions"], dtype=np.float64)
     if pos.shape != (n, 2):
         raise _err("positions", f"expected shape ({n}, 2) (one (y, x) per pattern), got {pos.shape}")
-    if pos.min() < 0:
-        raise _err("positions", f"positions are top-left corners of the probe window in object px and "
-                                f"must be >= 0; the smallest is {pos.min():.3f} (shift all positions)")
-    offset = np.zeros(2)
-    extent = pos  # positions the canvas must hold
-    if p["sequence"] is not None and not callable(p["sequence"]) and not p["use_full_FOV"]:
-        extent = pos[np.asarray(p["sequence"], dtype=np.int64)]
-        offset = np.floor(extent.min(axis=0))
-        pos, extent = pos - offset, extent - offset
-    # ---------------------------------------------------------------- object
     n_slices = int(p["num_slices"])
-    obj = p["obj"]
-    if obj is None:
-        obj = np.ones((1, 1, n_slices, 1), dtype=cdt)
-    obj = np.asarray(obj)
+    obj = np.asarray(p["obj"]) if p["obj"] is not None else np.ones((1, 1, n_slices, 1), dtype=cdt)
     if obj.ndim != 4:
         raise _err("obj", f"expected 4 dimensions (y, x, slices, modes), got shape {obj.shape}")
     if obj.shape[2] != n_slices:
         raise _err("obj", f"has {obj.shape[2]} slices but num_slices = {n_slices}")
-    need = (int(np.floor(extent[:, 0].max() + 0.5)) + win[0], int(np.floor(extent[:, 1].max() + 0.5)) + win[1])
-    ny, nx = max(obj.shape[0], need[0]), max(obj.shape[1], need[1])
-    if (ny, nx) != obj.shape[:2]:
-        padded = np.ones((ny, nx) + obj.shape[2:], dtype=cdt)
-        padded[:obj.shape[0], :obj.shape[1]] = obj
-        obj = padded
-        say(f"object canvas padded with ones to {ny} x {nx} px to hold the scan")
-    obj_int = np.ascontiguousarray(np.transpose(obj, (2, 3, 0, 1)), dtype=cdt)
+    obj_int = np.transpose(obj, (2, 3, 0, 1)).astype(cdt)  # a copy: the user's array is never touched
+    sel = slice(None)
+    crop = False
+    if p["sequence"] is not None and not callable(p["sequence"]) and not isinstance(p["sequence"], EpochExpression) \
+            and not p["use_full_FOV"]:
+        sel, crop = np.asarray(p["sequence"], dtype=np.int64), True
+    margin = int(p["extra_space_on_side_px"])
+    obj_int, _, shift = ensure_margin(np, obj_int, pos[sel], win, margin, crop=crop)
+    pos = pos + shift  # windows of patterns outside the sequence may fall outside a cropped canvas
+    offset = -shift.astype(float)
+    ny, nx = obj_int.shape[-2:]
+    if tuple(shift) != (0, 0) or (ny, nx) != obj.shape[:2]:
+        say(f"object canvas {ny} x {nx} px (shift {tuple(int(s) for s in shift)} px, margin {margin} px)")
     # ---------------------------------------------------------------- probe
-    pix = (float(p["pixel_size_y_A"]), float(p["pixel_size_x_A"]))
-    probe = p["probe"]
-    data_mean = source.mean_pattern()  # one pass over the data
-    mean_total = float(data_mean.sum())
-    if probe is None:
-        mp = p["mean_pattern"] if p["mean_pattern"] is not None else data_mean
-        mp = np.asarray(mp, dtype=float)
-        if mp.shape != win:
-            raise _err("mean_pattern", f"expected shape {win} (the preprocessed pattern), got {mp.shape}")
-        probe = probe_from_mean_pattern(mp, pix, p["acc_voltage"], p["aberrations"], p["extra_probe_defocus"])
-        say("probe built from the mean pattern" + (" and aberrations" if p["aberrations"] is not None else ""))
-    probe = np.asarray(probe)
-    if probe.ndim == 2:
-        probe = probe[..., None]
-    if probe.ndim != 3 or probe.shape[:2] != win:
-        raise _err("probe", f"expected shape ({win[0]}, {win[1]}, modes) to match the preprocessed patterns "
-                            f"(after data_bin/data_pad), got {probe.shape}")
-    power = float(np.sum(np.abs(probe) ** 2))
-    if power <= 0:
-        raise _err("probe", "is zero everywhere")
-    ratio = mean_total / power
-    if not 0.5 <= ratio <= 2.0:
-        warnings.warn(f"parameter 'probe': its intensity sum |probe|^2 = {power:.4g} differs from the mean counts "
-                      f"per pattern {mean_total:.4g}; the probe is rescaled by {np.sqrt(ratio):.4g} in amplitude",
-                      stacklevel=3)
-        probe = probe * np.sqrt(ratio)
-    probe_int = np.ascontiguousarray(np.transpose(probe, (2, 0, 1)), dtype=cdt)
-    # ---------------------------------------------------------------- propagators
+    probe_int, probe_4d = _probe(p, source, win, detector, up, pix, lam, n, near, compressed, say)
+    # ---------------------------------------------------------------- model extras
+    arrays = {"obj": bk.asarray(np.ascontiguousarray(obj_int)), "probe": bk.asarray(probe_int.astype(cdt)),
+              "positions": bk.asarray(pos)}
+    kw = {}
+    tilt_types = tilt_types_for_mode(p["tilt_mode"])
+    tilts = np.array(p["tilts"], dtype=np.float64)
+    if tilts.shape[0] not in (1, n):
+        raise _err("tilts", f"expected 1 row (a common tilt) or N = {n} rows, got shape {tilts.shape}")
+    for kind, (a, b) in TILT_TYPES.items():
+        if kind not in tilt_types and np.any(tilts[:, a:b] != 0):
+            raise _err("tilts", f"has non-zero '{kind}' tilts (columns {a}, {b - 1}) but tilt_mode "
+                                f"{p['tilt_mode']} uses only {', '.join(tilt_types)}")
+    if np.any(tilts != 0) or may_be_on(p["update_tilts"]):
+        arrays["tilts"] = bk.asarray(tilts)
+        kw["tilt_types"] = tilt_types
+    if p["beam_current"] is not None or may_be_on(p["update_beam_current"]):
+        bc = np.ones(n) if p["beam_current"] is None else np.array(p["beam_current"], dtype=np.float64)
+        if bc.shape != (n,):
+            raise _err("beam_current", f"expected shape ({n},) (one value per pattern), got {bc.shape}")
+        arrays["beam_current"] = bk.asarray(bc)
+    _background(p, arrays, kw, detector, compressed, near, bk)
+    _aberrations(p, arrays, kw, n, bk)
+    if p["phase_plate_in_h5"] is not None:
+        kw["phase_plates"] = _phase_plates(p["phase_plate_in_h5"], n, win, cdt)
+    if near:
+        df = np.atleast_1d(np.asarray(p["defocus_array"], dtype=float))
+        if df.size not in (1, n):
+            raise _err("defocus_array", f"expected 1 value or N = {n} values, got {df.size}")
+        kw["near_field"] = {"defocus": df, "cs": float(p["Cs"]), "alpha": float(p["alpha_near_field"])}
+    if compressed:
+        kw["masks"] = bk.asarray(np.fft.ifftshift(np.asarray(p["masks"], dtype=rdt), axes=(-2, -1)))
+    if p["probe_marker"] is not None:
+        marker = np.asarray(p["probe_marker"], dtype=np.int64)
+        if marker.shape != (n,) or marker.min() < 0 or marker.max() >= probe_int.shape[0]:
+            raise _err("probe_marker", f"expected {n} integers in [0, {probe_int.shape[0] - 1}] (probes on the "
+                                       f"last axis of the 4D probe), got shape {marker.shape}")
+        kw["probe_marker"] = marker
+    elif probe_int.shape[0] > 1:
+        raise _err("probe", f"is 4D with {probe_int.shape[0]} subscan probes but probe_marker is None")
+    # ---------------------------------------------------------------- model
     dz = np.atleast_1d(np.asarray(p["slice_distances"], dtype=float))
     if dz.size == 1:
         dz = np.full(n_slices, dz[0])
     if dz.size != n_slices:
         raise _err("slice_distances", f"expected 1 or num_slices = {n_slices} values, got {dz.size}")
-    lam = electron_wavelength_A(p["acc_voltage"])
-    kernels = [bk.asarray(fresnel_kernel(win, pix, lam, float(d), float(p["damping_cutoff_multislice"]),
-                                         float(p["smooth_rolloff"])), dtype=cdt) for d in dz[:-1]]
-    eps = max(1e-6 * mean_total / (win[0] * win[1]), 1e-12)
-    model = FarFieldModel(bk, win, (ny, nx), kernels, cdt, loss_name=p["algorithm"], eps=eps)
+    mean_total = float(np.sum(np.abs(probe_int) ** 2)) / probe_int.shape[0]
+    eps = max(1e-6 * mean_total / (detector[0] * detector[1]), 1e-12)
+    model = MultisliceModel(bk, win, (ny, nx), pix, lam, tuple(dz), cdt, propmethod=p["propmethod"],
+                            cutoff=float(p["damping_cutoff_multislice"]), rolloff=float(p["smooth_rolloff"]),
+                            loss_name=p["algorithm"], eps=eps, upsample=up, acc_voltage_kV=float(p["acc_voltage"]),
+                            **kw)
     # ---------------------------------------------------------------- data access
     batch = int(p["compute_batch"])
     if bk.is_gpu and not p["load_one_by_one"]:
@@ -186,8 +278,131 @@ def _build(p, bk, source, xp, cdt, rdt, say):
         get_data = lambda idx: dev[xp.asarray(idx)]  # noqa: E731
     else:
         get_data = lambda idx: bk.asarray(source.batch(idx))  # noqa: E731
-    say(f"{n} patterns of {win[0]} x {win[1]} px, object {ny} x {nx} px x {n_slices} slices x "
-        f"{obj_int.shape[1]} modes, probe modes {probe_int.shape[0]}, {cdt}, backend {bk.name}")
-    return Setup(bk=bk, source=source, model=model, obj=bk.asarray(obj_int), probe=bk.asarray(probe_int),
-                 positions=bk.asarray(pos), position_offset=offset, n_patterns=n, compute_batch=batch,
-                 complex_dtype=cdt, real_dtype=rdt, get_data=get_data)
+    say(f"{n} measurements, detector {detector[0]} x {detector[1]} px, probe window {win[0]} x {win[1]} px, "
+        f"object {ny} x {nx} px x {n_slices} slices x {obj_int.shape[1]} modes, probe modes "
+        f"{probe_int.shape[1]} x {probe_int.shape[0]} subscans, {p['propmethod']}, {cdt}, backend {bk.name}"
+        + (f"; also {', '.join(k for k in arrays if k not in ('obj', 'probe', 'positions'))}"
+           if len(arrays) > 3 else ""))
+    return Setup(bk=bk, source=source, model=model, arrays=arrays, position_offset=offset, n_patterns=n,
+                 compute_batch=batch, complex_dtype=cdt, real_dtype=rdt, get_data=get_data, probe_4d=probe_4d,
+                 notes=notes)
+
+
+def _probe(p, source, win, detector, up, pix, lam, n, near, compressed, say):
+    """Internal probe (K, Mp, Y, X) complex128 and whether the user layout is 4D."""
+    probe = p["probe"]
+    mean_total = None
+    if not compressed:
+        data_mean = source.mean_pattern()  # one pass over the data (centred)
+        mean_total = float(data_mean.sum())
+    if probe is None:
+        if compressed:
+            raise _err("probe", "must be given for compressed data (no patterns to build it from)")
+        mp = np.asarray(p["mean_pattern"] if p["mean_pattern"] is not None else data_mean, dtype=float)
+        if mp.shape != detector:
+            raise _err("mean_pattern", f"expected shape {detector} (the preprocessed pattern), got {mp.shape}")
+        if near:
+            h = det.near_field_transfer(win, pix, lam, float(np.mean(p["defocus_array"])), float(p["Cs"]))
+            amp = np.sqrt(np.clip(mp, 0, None))
+            probe = np.fft.ifft2(np.fft.fft2(amp) * h.conj())[..., None]
+            say("probe built from the mean image, propagated back by the mean defocus")
+        else:
+            if up > 1:  # spread each detector pixel over u x u model pixels
+                mp = np.fft.fftshift(det.bin_pattern_adjoint(np, np.fft.ifftshift(mp)[None], up)[0]) / up**2
+            probe = probe_from_mean_pattern(mp, pix, p["acc_voltage"], p["aberrations"], p["extra_probe_defocus"])
+            say("probe built from the mean pattern" + (" and aberrations" if p["aberrations"] is not None else ""))
+        if p["probe_marker"] is not None:
+            k = int(np.max(p["probe_marker"])) + 1
+            probe = np.repeat(probe[..., None], k, axis=3)
+    probe = np.asarray(probe)
+    probe_4d = probe.ndim == 4
+    if probe.ndim == 2:
+        probe = probe[..., None]
+    if probe.ndim == 3:
+        probe = probe[..., None]
+    if probe.ndim != 4 or probe.shape[:2] != win:
+        raise _err("probe", f"expected shape ({win[0]}, {win[1]}, modes) or ({win[0]}, {win[1]}, modes, subscans) "
+                            f"to match the preprocessed patterns (after data_bin/data_pad, times "
+                            f"upsample_pattern), got {probe.shape}")
+    probe_int = np.transpose(probe, (3, 2, 0, 1)).astype(np.complex128)  # (K, Mp, Y, X), a copy
+    power = float(np.sum(np.abs(probe_int) ** 2)) / probe_int.shape[0]
+    if power <= 0:
+        raise _err("probe", "is zero everywhere")
+    if mean_total is not None and not near:
+        ratio = mean_total / power
+        if not 0.5 <= ratio <= 2.0:
+            warnings.warn(f"parameter 'probe': its intensity sum |probe|^2 = {power:.4g} differs from the mean "
+                          f"counts per pattern {mean_total:.4g}; the probe is rescaled by {math.sqrt(ratio):.4g} "
+                          f"in amplitude", stacklevel=4)
+            probe_int = probe_int * np.sqrt(ratio)
+    return probe_int, probe_4d
+
+
+def _background(p, arrays, kw, detector, compressed, near, bk):
+    bg = p["static_background"]
+    on = may_be_on(p["update_static_background"])
+    is_zero = np.all(np.asarray(bg) == 0)
+    if is_zero:
+        if on:
+            raise _err("static_background", "is 0 but update_static_background is on: start from a small "
+                                            "positive value (e.g. 1e-3 counts), 0 means 'no background'")
+        return
+    if near:
+        raise _err("static_background", "is not available for recon_type 'near_field'")
+    pad = 0 if compressed else int(p["data_pad"])
+    mask = np.zeros(detector)
+    mask[pad:detector[0] - pad, pad:detector[1] - pad] = 1.0
+    if np.ndim(bg) == 0:
+        arr = float(bg) * mask
+    else:
+        arr = np.array(bg, dtype=np.float64)
+        inner = (detector[0] - 2 * pad, detector[1] - 2 * pad)
+        if arr.shape == inner and pad:
+            arr = np.pad(arr, pad)
+        if arr.shape != detector:
+            raise _err("static_background", f"expected shape {detector} (the preprocessed pattern) or {inner} "
+                                            f"(before data_pad), got {arr.shape}")
+        if arr.min() < 0:
+            raise _err("static_background", f"must be >= 0 counts, smallest value {arr.min():.3g}")
+        arr = arr * mask
+    arrays["static_background"] = bk.asarray(np.fft.ifftshift(arr))
+    kw["background_mask"] = bk.asarray(np.fft.ifftshift(mask))
+
+
+def _aberrations(p, arrays, kw, n, bk):
+    ab = np.array(p["aberrations_array"], dtype=np.float64)
+    marker = p["aberration_marker"]
+    if not (np.any(ab != 0) or may_be_on(p["update_aberrations_array"]) or marker is not None):
+        return
+    if ab.shape[1] > len(KRIVANEK_NAMES):
+        raise _err("aberrations_array", f"at most {len(KRIVANEK_NAMES)} columns ({KRIVANEK_NAMES[0]} ... "
+                                        f"{KRIVANEK_NAMES[-1]}), got {ab.shape[1]}")
+    if marker is not None:
+        marker = np.asarray(marker, dtype=np.int64)
+        if marker.shape != (n,) or marker.min() < 0 or marker.max() >= ab.shape[0]:
+            raise _err("aberration_marker", f"expected {n} integers in [0, {ab.shape[0] - 1}] (rows of "
+                                            f"aberrations_array), got shape {marker.shape}")
+        kw["aberration_marker"] = marker
+    elif ab.shape[0] > 1:
+        raise _err("aberration_marker", f"is None but aberrations_array has {ab.shape[0]} rows: say which row "
+                                        f"each measurement uses")
+    arrays["aberrations_array"] = bk.asarray(ab)
+    kw["n_aberrations"] = ab.shape[1]
+
+
+def _phase_plates(path, n, win, cdt):
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            if "configs" not in fh:
+                raise _err("phase_plate_in_h5", f"{path!r} has no dataset 'configs' (found {list(fh.keys())})")
+            plates = np.asarray(fh["configs"][...])
+    except OSError as exc:
+        raise _err("phase_plate_in_h5", f"{path!r} is not a readable HDF5 file: {exc}") from exc
+    if plates.shape != (n,) + tuple(win):
+        raise _err("phase_plate_in_h5", f"dataset 'configs' must have shape ({n}, {win[0]}, {win[1]}), got "
+                                        f"{plates.shape}")
+    if not np.iscomplexobj(plates):
+        plates = np.exp(1j * plates.astype(float))  # real plates are phases in rad
+    return np.fft.ifftshift(plates, axes=(-2, -1)).astype(cdt)

@@ -3,7 +3,7 @@ import numpy as np
 
 from pypty import operators as ops
 from pypty.backend import get_backend
-from pypty.model import FarFieldModel
+from pypty.model import MultisliceModel
 from pypty.physics import electron_wavelength_A
 from pypty.probe import make_probe
 
@@ -32,17 +32,25 @@ def raster(n_scan, step, margin=2.0):
     return np.stack([iy.ravel() * step + margin, ix.ravel() * step + margin], axis=1).astype(float)
 
 
-def simulate(obj, probe, positions, slice_distance=2.0, counts=None, seed=1):
-    """Intensities (N, WIN, WIN), zero frequency at the centre, from pypty's own model."""
+def simulate(obj, probe, positions, slice_distance=2.0, counts=None, seed=1, extra=None, **model_kw):
+    """Intensities (N, Y, X), zero frequency at the centre, from pypty's own model.
+
+    ``extra`` holds further internal arrays (tilts, beam_current, ...);
+    ``model_kw`` goes to :class:`pypty.model.MultisliceModel`.
+    """
     bk = get_backend("numpy")
     win = probe.shape[:2]
     n_slices = obj.shape[2]
-    lam = electron_wavelength_A(KV)
-    kern = [ops.fresnel_kernel(win, (PIX, PIX), lam, slice_distance) for _ in range(n_slices - 1)]
-    model = FarFieldModel(bk, win, obj.shape[:2], kern, np.complex128)
-    inten = model.intensities(np.ascontiguousarray(np.transpose(obj, (2, 3, 0, 1))),
-                              np.ascontiguousarray(np.transpose(probe, (2, 0, 1))), np.asarray(positions, float))
-    inten = np.fft.fftshift(inten, axes=(1, 2))
+    model = MultisliceModel(bk, win, obj.shape[:2], (PIX, PIX), electron_wavelength_A(KV),
+                            (slice_distance,) * n_slices, np.complex128, acc_voltage_kV=KV, **model_kw)
+    probe_int = np.transpose(probe, (2, 0, 1)) if probe.ndim == 3 else np.transpose(probe, (3, 2, 0, 1))
+    arrays = {"obj": np.ascontiguousarray(np.transpose(obj, (2, 3, 0, 1))),
+              "probe": np.ascontiguousarray(probe_int.reshape((-1,) + probe_int.shape[-3:])),
+              "positions": np.asarray(positions, float)}
+    arrays.update(extra or {})
+    inten = model.predict(arrays, np.arange(len(positions)))
+    if inten.ndim == 3:
+        inten = np.fft.fftshift(inten, axes=(1, 2))
     if counts is not None:
         inten = np.random.default_rng(seed).poisson(inten).astype(float)
     return inten

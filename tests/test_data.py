@@ -492,12 +492,16 @@ def test_run_sequence_half_use_full_fov_false(tiny):
     seq = list(range(8, 16))  # the last two scan rows: y in {6, 8}, x in {2, 4, 6, 8}
     res = pypty.iterative.run(base_params(data, pos, probe, sequence=seq, use_full_FOV=False, epoch_max=2))
     _loss_ok(res, 2)
-    np.testing.assert_allclose(res["positions"], pos, rtol=0, atol=1e-12)
+    # positions index the returned (cropped) object; position_offset maps them back to the user's frame
+    np.testing.assert_array_equal(res["position_offset"], np.floor(pos[seq].min(axis=0)))
+    np.testing.assert_allclose(res["positions"] + res["position_offset"], pos, rtol=0, atol=1e-12)
+    assert res["positions"][seq].min() == 0.0
     # canvas only for the selected positions: they span 2 px in y and 6 px in x after the offset
     assert res["obj"].shape[:2] == (2 + WIN, 6 + WIN)
     full = pypty.iterative.run(base_params(data, pos, probe, sequence=seq, use_full_FOV=True, epoch_max=2))
     _loss_ok(full, 2)
     np.testing.assert_allclose(full["positions"], pos, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(full["position_offset"], [0.0, 0.0])
     assert full["obj"].shape[:2] == (8 + WIN, 8 + WIN)
 
 

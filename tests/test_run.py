@@ -139,8 +139,6 @@ def test_bad_parameters_fail_before_work(small):
         pypty.iterative.run(base_params(data, pos, probe, epoch_maxx=3))
     with pytest.raises(PyptyParameterError, match="positions"):
         pypty.iterative.run(base_params(data, pos[:-1], probe))
-    with pytest.raises(PyptyParameterError, match="positions"):
-        pypty.iterative.run(base_params(data, pos - 10, probe))
     with pytest.raises(PyptyParameterError, match="probe"):
         pypty.iterative.run(base_params(data, pos, probe[:16]))
     with pytest.raises(PyptyParameterError, match="slice_distances"):
@@ -170,3 +168,20 @@ def test_restart_from_checkpoint_continues(small, tmp_path):
     assert cont["loss"][-1] < full["loss"][2]
     rows = list(csv.DictReader(open(os.path.join(out, "loss.csv"))))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_negative_positions_and_extra_space_shift_the_canvas(small):
+    """Positions below 0 or an extra margin move the scan into the canvas; positions index the result."""
+    pos, probe, data = small
+    a = pypty.iterative.run(base_params(data, pos - 10, probe, epoch_max=2))
+    b = pypty.iterative.run(base_params(data, pos, probe, epoch_max=2, extra_space_on_side_px=3))
+    assert np.isfinite(a["loss"]).all() and np.isfinite(b["loss"]).all()
+    np.testing.assert_allclose(a["positions"] + a["position_offset"], pos - 10, atol=1e-12)
+    np.testing.assert_allclose(b["positions"] + b["position_offset"], pos, atol=1e-12)
+    for res in (a, b):
+        margin = 3 if res is b else 0
+        win = probe.shape[0]
+        assert res["positions"].min() >= margin
+        assert np.floor(res["positions"].max(axis=0) + 0.5).max() + win + margin <= max(res["obj"].shape[:2])
+    # same scan, same result: the margin only adds vacuum around it
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-9)
