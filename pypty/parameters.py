@@ -467,8 +467,9 @@ _TABLE = [
         _p("data_path", "", "str", "Path of the measurements: .h5 file with a 'data' dataset "
            "(N, ky, kx), or a 3D/4D .npy file.", _path(), supported=True),
         _p("dataset", None, "array or None", "In-memory measurements (N, ky, kx) or "
-           "(scan_y, scan_x, ky, kx); when given, data_path is ignored (kept as a read-only view, "
-           "not copied).", _array(ndim=(3, 4), kinds="iuf", optional=True, readonly_view=True),
+           "(scan_y, scan_x, ky, kx), or compressed signals (N, n_masks) for 'lsq_compressed'; when "
+           "given, data_path is ignored (kept as a read-only view, not copied).",
+           _array(ndim=(2, 3, 4), kinds="iuf", optional=True, readonly_view=True),
            supported=True),
         _p("masks", None, "array or None", "Virtual-detector masks (n_masks, ky, kx), centred like "
            "the patterns, for compressed data (N, n_masks) with algorithm 'lsq_compressed': the "

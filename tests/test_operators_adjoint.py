@@ -81,3 +81,64 @@ def test_bandlimit_mask_values():
     soft = ops.bandlimit_mask((32, 32), 2 / 3, 0.2)
     assert soft[0, 0] == 1.0 and np.all(soft[f > 2 / 3] == 0) and np.all(soft[f < 2 / 3 - 0.2] == 1)
     assert np.all((soft >= 0) & (soft <= 1))
+
+
+# ---------------------------------------------------------------- detector-side operators
+from pypty import detector as det  # noqa: E402
+from pypty import propagation as prop  # noqa: E402
+
+
+@pytest.mark.parametrize("u", [2, 3])
+def test_bin_pattern_adjoint_and_centre(bk, u):
+    rng = np.random.default_rng(5)
+    xp = bk.xp
+    x = bk.asarray(rng.standard_normal((3, 6 * u, 4 * u)))
+    y = bk.asarray(rng.standard_normal((3, 6, 4)))
+    assert np.isclose(_vd(xp, det.bin_pattern(xp, x, u), y), _vd(xp, x, det.bin_pattern_adjoint(xp, y, u)),
+                      rtol=1e-12)
+    # counts are conserved and the zero frequency lands on the detector's zero frequency
+    d = xp.zeros((1, 6 * u, 4 * u))
+    d[0, 0, 0] = 1.0
+    b = bk.to_numpy(det.bin_pattern(xp, d, u))
+    assert b.sum() == 1.0 and b[0, 0, 0] == 1.0
+
+
+def test_compress_adjoint(bk):
+    rng = np.random.default_rng(6)
+    xp = bk.xp
+    masks = bk.asarray(rng.uniform(0, 1, (5,) + SHAPE))
+    x = bk.asarray(rng.standard_normal((3,) + SHAPE))
+    y = bk.asarray(rng.standard_normal((3, 5)))
+    assert np.isclose(_vd(xp, det.compress(xp, x, masks), y), _vd(xp, x, det.compress_adjoint(xp, y, masks)),
+                      rtol=1e-12)
+
+
+def test_tilted_propagation_and_near_field_are_unitary_products(bk):
+    """The tilt factors and the near-field transfer (without envelope) have modulus one: adjoint = inverse."""
+    rng = np.random.default_rng(7)
+    xp = bk.xp
+    kyx = (xp.asarray(np.fft.fftfreq(SHAPE[0], 0.3)[:, None]), xp.asarray(np.fft.fftfreq(SHAPE[1], 0.35)[None, :]))
+    r = prop.tilt_ramp(xp, kyx, xp.asarray(rng.normal(0, 5, (4, 2))), 7.0, np.complex128)
+    np.testing.assert_allclose(bk.to_numpy(xp.abs(r)), 1.0, rtol=1e-12)
+    ryx = tuple(xp.asarray(v) for v in det.window_coordinates_A(SHAPE, (0.3, 0.35)))
+    e = det.tilt_phase(xp, ryx, xp.asarray(rng.normal(0, 5, (4, 2))), 0.025, np.complex128)
+    np.testing.assert_allclose(bk.to_numpy(xp.abs(e)), 1.0, rtol=1e-12)
+    h = det.near_field_transfer(SHAPE, (0.3, 0.35), 0.025, np.array([50.0, -20.0]), 1e4, 0.0)
+    np.testing.assert_allclose(np.abs(h), 1.0, rtol=1e-12)
+    h_env = det.near_field_transfer(SHAPE, (0.3, 0.35), 0.025, 50.0, 1e4, 1.0)
+    assert h_env[0, 0] == 1.0 and np.all(np.abs(h_env) <= 1.0) and np.abs(h_env).min() < 1.0
+    # a defocus df equals Fresnel propagation over df (same sign convention as the multislice kernel)
+    h0 = det.near_field_transfer(SHAPE, (0.3, 0.35), 0.025, 50.0)
+    np.testing.assert_allclose(h0, ops.fresnel_kernel(SHAPE, (0.3, 0.35), 0.025, 50.0, cutoff=10.0), atol=1e-12)
+
+
+def test_tilted_propagation_shifts_by_distance_times_angle(bk):
+    xp = bk.xp
+    shape, pix = (64, 64), (0.2, 0.2)
+    kyx = (xp.asarray(np.fft.fftfreq(shape[0], pix[0])[:, None]), xp.asarray(np.fft.fftfreq(shape[1], pix[1])[None, :]))
+    f = np.zeros(shape, complex)
+    f[20, 30] = 1
+    # 10 mrad over 40 Å = 0.4 Å = 2 px along +y
+    r = prop.tilt_ramp(xp, kyx, xp.asarray([[10.0, 0.0]]), 40.0, np.complex128)[0]
+    g = bk.to_numpy(bk.ifft2(bk.fft2(bk.asarray(f)) * r))
+    assert np.unravel_index(np.argmax(np.abs(g)), shape) == (22, 30)
