@@ -198,7 +198,7 @@ def test_not_a_mapping():
         ({"compute_batch": "big"}, r"'compute_batch'"),
         ({"force_dataset_dtype": "not_a_dtype"}, r"'force_dataset_dtype' expects a numeric numpy dtype"),
         ({"data_path": 3}, r"'data_path' expects a str"),
-        ({"dataset": np.ones((3, 3))}, r"'dataset' expects a 3D or 4D array"),
+        ({"dataset": np.ones(3)}, r"'dataset' expects a 2D or 3D or 4D array"),
         ({"epoch_prev": np.float32(1)}, r"'epoch_prev'"),
         ({"save_inter_checkpoints": -3}, r"'save_inter_checkpoints' expects a bool or an int >= 0"),
         ({"memory_saturation": 1.5}, r"'memory_saturation' expects a float in \(0, 1\]"),
