@@ -83,11 +83,11 @@ def _write_blocks(group, blocks):
 
 
 def _write_restart(f, restart):
-    g = f.create_group("restart")
+    g = f.create_group("restart", track_order=True)
     _ds(g, "positions_canvas", restart["positions_canvas"])
     opt = restart.get("optimizer")
     if opt is not None:
-        og = g.create_group("optimizer")
+        og = g.create_group("optimizer", track_order=True)
         hl = opt["hist_length"]
         og.attrs["hist_length"] = -1 if hl == math.inf else int(hl)
         og.attrs["bb_gamma"] = np.nan if opt["bb_gamma"] is None else float(opt["bb_gamma"])
@@ -95,20 +95,20 @@ def _write_restart(f, restart):
         og.attrs["last_reset_reason"] = opt["last_reset_reason"]
         og.attrs["n_pairs"] = len(opt["pairs"])
         for i, p in enumerate(opt["pairs"]):
-            pg = og.create_group(f"pair_{i:04d}")
+            pg = og.create_group(f"pair_{i:04d}", track_order=True)
             pg.attrs["rho"], pg.attrs["gamma"] = p["rho"], p["gamma"]
             pg.attrs["gamma_k"] = json.dumps(p["gamma_k"])
-            _write_blocks(pg.create_group("s"), p["s"])
-            _write_blocks(pg.create_group("y"), p["y"])
+            _write_blocks(pg.create_group("s", track_order=True), p["s"])
+            _write_blocks(pg.create_group("y", track_order=True), p["y"])
     cache = restart.get("cache")
     if cache is not None:
-        cg = g.create_group("cache")
+        cg = g.create_group("cache", track_order=True)
         cg.attrs["names"] = json.dumps(list(cache["names"]))
         cg.attrs["weight"] = float(cache["weight"])
         cg.attrs["subpixel"] = bool(cache["subpixel"])
         cg.attrs["f"] = float(cache["f"])
         _ds(cg, "sequence", np.asarray(cache["sequence"], dtype=np.int64))
-        _write_blocks(cg.create_group("g"), cache["g"])
+        _write_blocks(cg.create_group("g", track_order=True), cache["g"])
 
 
 def write_results(path: str, record: dict) -> str:
@@ -143,20 +143,20 @@ def write_results(path: str, record: dict) -> str:
             for k, v in record.get("attrs", {}).items():
                 if v is not None:
                     f.attrs[k] = v
-            _write_blocks(f.create_group("arrays"), record["arrays"])
-            _write_blocks(f.create_group("initial"), record.get("initial", {}))
+            _write_blocks(f.create_group("arrays", track_order=True), record["arrays"])
+            _write_blocks(f.create_group("initial", track_order=True), record.get("initial", {}))
             _ds(f, "position_offset", np.asarray(record.get("position_offset", np.zeros(2)), dtype=np.float64))
-            lg = f.create_group("loss")
+            lg = f.create_group("loss", track_order=True)
             for k, v in record.get("loss", {}).items():
                 if k == "refined":
                     lg.create_dataset(k, data=np.array([str(s) for s in v], dtype=h5py.string_dtype()))
                 else:
                     _ds(lg, k, np.asarray(v))
-            _write_blocks(f.create_group("convergence"), {k: np.asarray(v) for k, v in
+            _write_blocks(f.create_group("convergence", track_order=True), {k: np.asarray(v) for k, v in
                                                           record.get("convergence", {}).items()})
             _text(f, "params", json.dumps(record.get("params", {})))
             _text(f, "provenance", json.dumps(record.get("provenance", {})))
-            tg = f.create_group("timing")
+            tg = f.create_group("timing", track_order=True)
             for k, v in record.get("timing", {}).items():
                 tg.attrs[k] = v
             if record.get("restart") is not None:
