@@ -194,7 +194,7 @@ def _restart_params(p):
         for name, arr in parent["arrays"].items():
             if name in p and name != "positions":
                 p[name] = arr
-        p["positions"] = parent["restart"]["positions_canvas"]
+        p["positions"] = parent["arrays"]["positions"]  # user frame: the same crop is made again
         p["epoch_prev"] = int(parent["attrs"]["epochs_done"])
         p["parent_results"] = parent["path"]
         return parent, True
@@ -231,7 +231,10 @@ def run(pypty_params: Mapping) -> dict:
         ``sum |probe|^2`` = counts per pattern; ``positions`` float64 (N, 2)
         top-left corners (y, x) of the probe window in object px;
         ``loss`` list of float (one per epoch run); ``epochs`` (last epoch
-        number); ``wall_time_s``; ``output_folder``.
+        number); ``wall_time_s``; ``output_folder`` (the run folder, see
+        :mod:`pypty.outputs`); ``results_file`` (path of ``results.h5`` or "");
+        ``position_offset`` (2,) px (``positions - position_offset`` index the
+        returned object; non-zero only with ``use_full_FOV=False``).
 
     Raises
     ------
@@ -247,9 +250,16 @@ def run(pypty_params: Mapping) -> dict:
     Output files (when ``output_folder`` is set): ``params.json`` (the
     parameters used, epoch-dependent ones as source text), ``loss.csv``,
     ``co.npy``/``cp.npy``/``cg.npy`` (atomic, overwritten) and, with
-    ``save_checkpoints_every_epoch``, ``checkpoints/epoch_NNNN/``.  On an
-    exception or Ctrl-C inside the epoch loop the current arrays are saved to
-    ``co.npy``/``cp.npy``/``cg.npy`` before the error propagates.
+    ``save_checkpoints_every_epoch``, ``checkpoints/epoch_NNNN/``;
+    ``results.h5`` (:mod:`pypty.results`, at the ``save_results_every``
+    cadence and at the end), ``figures/`` and ``tiff/``
+    (:mod:`pypty.savepoints`).  On an exception or Ctrl-C inside the epoch
+    loop the arrays of the last completed epoch are saved to
+    ``co.npy``/``cp.npy``/``cg.npy`` and ``results.h5`` (status
+    "interrupted") before the error propagates; the message (printed and
+    added as a note to the exception) says where, and ``restart_from`` continues
+    the run bit-identically.  ``FileExistsError`` is raised when a plain
+    ``output_folder`` holds another run (see :mod:`pypty.outputs`).
     """
     t0 = time.perf_counter()
     p = validate(pypty_params)

@@ -294,12 +294,15 @@ def params_from_results(path: str) -> dict:
     -------
     dict
         ``obj`` (y, x, slices, modes), ``probe`` (y, x, modes), ``positions``
-        (N, 2) px *in the frame of the saved object* (the results' positions
-        minus ``position_offset``; equal to them unless the run used
-        ``use_full_FOV=False``), every further saved array whose name is a
+        (N, 2) px in the user's frame (as returned by the run), every further
+        saved array whose name is a
         pypty parameter, ``epoch_prev`` (epochs done, so epoch-dependent
         parameters continue) and ``parent_results`` (the absolute path, so
-        the new run inherits the provenance history).  Merge into your
+        the new run inherits the provenance history).  If the parent used
+        ``use_full_FOV=False`` (``position_offset`` non-zero) the saved object
+        is the cropped canvas, so the follow-up must keep the same
+        ``sequence`` and ``use_full_FOV=False`` (pypty crops the same way
+        again); ``positions - position_offset`` index the saved object.  Merge into your
         parameters: ``{**my_params, **params_from_results(path)}``; drop
         ``epoch_prev`` to count epochs from 0 again.
 
@@ -313,10 +316,7 @@ def params_from_results(path: str) -> dict:
     res = load_results(path, restart_state=False)
     out = {}
     for name, arr in res["arrays"].items():
-        if name == "positions":
-            canvas = res["positions_canvas"]
-            out[name] = canvas if canvas is not None else arr - res["position_offset"]
-        elif name in PARAMETERS:
+        if name in PARAMETERS:
             out[name] = arr
     out["epoch_prev"] = int(res["attrs"]["epochs_done"])
     out["parent_results"] = res["path"]

@@ -254,9 +254,16 @@ def test_cropped_fov_offset_recorded(small, tmp_path):
     saved = load_results(out)
     off = saved["position_offset"]
     assert np.all(off > 0) and np.array_equal(off, res["position_offset"])
-    follow = params_from_results(out)
-    np.testing.assert_allclose(follow["positions"] + off, res["positions"], atol=1e-12)
-    assert follow["positions"][seq].min() >= 0 and follow["positions"][seq].min() < 1
+    canvas = saved["positions_canvas"]
+    np.testing.assert_allclose(canvas + off, res["positions"], atol=1e-12)
+    assert canvas[seq].min() >= 0 and canvas[seq].min() < 1
+    # an exact restart of a cropped run continues bit-identically
+    full = pypty.iterative.run(base_params(data, pos, probe, epoch_max=3, sequence=seq, use_full_FOV=False,
+                                           **QUIET))
+    cont = pypty.iterative.run(base_params(data, pos, probe, epoch_max=3, sequence=seq, use_full_FOV=False,
+                                           output_folder=out, restart_from=out, **QUIET))
+    assert res["loss"] + cont["loss"] == full["loss"]
+    assert all(np.array_equal(cont[k], full[k]) for k in ARRAYS)
 
 
 def test_lbfgs_state_dict_continues_identically():
