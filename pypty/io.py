@@ -11,14 +11,21 @@ import csv
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "save_npy_atomic", "write_json_atomic", "LossLog", "CHECKPOINT_NAMES"]
+__all__ = ["atomic_write_bytes", "atomic_path", "save_npy_atomic", "write_json_atomic", "LossLog",
+           "CHECKPOINT_NAMES", "checkpoint_name"]
 
 #: Checkpoint file names (contract of ``save_inter_checkpoints``).
 CHECKPOINT_NAMES = {"obj": "co.npy", "probe": "cp.npy", "positions": "cg.npy", "tilts": "ct.npy",
                     "static_background": "cs.npy", "beam_current": "cb.npy", "aberrations_array": "ca.npy"}
+
+
+def checkpoint_name(array_name: str) -> str:
+    """Checkpoint file name of a refined array: :data:`CHECKPOINT_NAMES` or ``c_<name>.npy``."""
+    return CHECKPOINT_NAMES.get(array_name, f"c_{array_name}.npy")
 
 
 def _atomic(path: str, write):
@@ -29,6 +36,32 @@ def _atomic(path: str, write):
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@contextmanager
+def atomic_path(path: str):
+    """Yield a temporary path next to ``path``; on success fsync it and move it over ``path``.
+
+    For writers that need a file name rather than a file object (e.g.
+    ``h5py.File(tmp, "w")``): the writer must have closed the file when the
+    ``with`` block ends.  On an exception (or KeyboardInterrupt) the
+    temporary file is removed and ``path`` is untouched.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

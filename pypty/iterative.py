@@ -18,10 +18,13 @@ from tqdm.auto import tqdm
 from . import __version__
 from .backend import get_backend
 from .epoch_eval import resolve
-from .io import CHECKPOINT_NAMES, LossLog, save_npy_atomic, write_json_atomic
+from .io import LossLog, checkpoint_name, save_npy_atomic, write_json_atomic
 from .optimizer import LBFGS, norm
+from .outputs import check_plain_folder, resolve_output_folder
 from .parameters import to_jsonable, validate
 from .prepare import Setup, build_setup, ensure_margin
+from .results import load_results, results_path
+from .savepoints import SavePoints
 
 __all__ = ["run"]
 
@@ -261,7 +264,40 @@ class _Run:
     def save_checkpoint(self, folder):
         os.makedirs(folder, exist_ok=True)
         for name, arr in self.arrays_numpy().items():
-            save_npy_atomic(os.path.join(folder, CHECKPOINT_NAMES[name]), arr)
+            save_npy_atomic(os.path.join(folder, checkpoint_name(name)), arr)
+
+    # ------------------------------------------------------------ restart (see pypty.results)
+    def restart_state(self):
+        """Canvas positions, L-BFGS history, cached (f, g) and reparametrised blocks: an exact continuation."""
+        to = self.bk.to_numpy
+        out = {"positions_canvas": to(self.arrays["positions"]), "optimizer": self.opt.state_dict(to),
+               "cache": None, "blocks": {k: to(v) for k, v in self.x_last.items()},
+               "probe_part": self.probe_ref[0] if self.probe_ref is not None else ""}
+        if self.probe_ref is not None:
+            out["blocks"]["_probe_ref"] = to(self.probe_ref[1])
+        if self.cache is not None:
+            (names, weight, seq, subpixel), f, g = self.cache
+            out["cache"] = {"names": list(names), "weight": weight, "sequence": np.frombuffer(seq, dtype=np.int64),
+                            "subpixel": subpixel, "f": f, "g": {k: to(v) for k, v in g.items()}}
+        return out
+
+    def load_restart_state(self, state):
+        """Restore :meth:`restart_state` (the arrays themselves come through the Setup)."""
+        self.opt.load_state_dict(state["optimizer"], self.bk.asarray)
+        blocks = {k: self.bk.asarray(v) for k, v in (state.get("blocks") or {}).items()}
+        ref = blocks.pop("_probe_ref", None)
+        self.x_last = blocks
+        if ref is not None and state.get("probe_part"):
+            self.probe_ref = (state["probe_part"], ref)
+        c = state["cache"]
+        if c is not None:
+            key = (tuple(c["names"]), c["weight"], np.asarray(c["sequence"], dtype=np.int64).tobytes(), c["subpixel"])
+            self.cache = (key, c["f"], {k: self.bk.asarray(v) for k, v in c["g"].items()})
+
+    def model_patterns(self, idx):
+        """Model patterns (K, Yd, Xd), zero frequency at the centre, for pattern indices ``idx``."""
+        pred = self.bk.to_numpy(self.st.model.predict(self.arrays, np.asarray(idx, dtype=np.int64)))
+        return np.fft.fftshift(pred, axes=(1, 2)) if pred.ndim == 3 else pred
 
 
 _REPARAMETRISED = ("obj_phase", "probe_phase", "probe_abs", "background_sqrt")
@@ -278,6 +314,34 @@ def _every(flag, epoch_done):
     return int(flag) > 0 and epoch_done % int(flag) == 0
 
 
+def _restart_params(p):
+    """Load ``restart_from`` / ``parent_results``; with ``restart_from`` take arrays and epoch_prev from it."""
+    if p["restart_from"]:
+        parent = load_results(results_path(p["restart_from"]), restart_state=True)
+        if parent["restart"] is None:
+            raise ValueError(f"parameter 'restart_from': '{parent['path']}' holds no restart state")
+        for name, arr in parent["arrays"].items():
+            if name in p and name != "positions":
+                p[name] = arr
+        p["positions"] = parent["arrays"]["positions"]  # frame of the saved object: no further shift
+        p["epoch_prev"] = int(parent["attrs"]["epochs_done"])
+        p["parent_results"] = parent["path"]
+        return parent, True
+    if p["parent_results"]:
+        return load_results(results_path(p["parent_results"]), restart_state=False), False
+    return None, False
+
+
+def _apply_restart(st, parent):
+    """Put the saved canvas positions and offset into the Setup; check the canvas matches."""
+    obj = parent["arrays"]["obj"]
+    if tuple(st.model.canvas_yx) != tuple(obj.shape[:2]):
+        raise ValueError(f"parameter 'restart_from': the saved object is {obj.shape[:2]} px but the scan needs a "
+                         f"{tuple(st.model.canvas_yx)} px canvas")
+    st.arrays["positions"] = st.bk.asarray(parent["restart"]["positions_canvas"])
+    st.position_offset = np.asarray(parent["position_offset"], dtype=np.float64)
+
+
 def run(pypty_params: Mapping) -> dict:
     """Reconstruct object, probe and scan positions from 4D-STEM data.
 
@@ -292,11 +356,21 @@ def run(pypty_params: Mapping) -> dict:
     -------
     dict
         ``obj`` complex (y, x, slices, modes) transmission function;
-        ``probe`` complex (y, x, modes), real space, centred in its window,
+        ``probe`` complex (y, x, modes) (or (y, x, modes, subscans) with
+        ``probe_marker``), real space, centred in its window,
         ``sum |probe|^2`` = counts per pattern; ``positions`` float64 (N, 2)
         top-left corners (y, x) of the probe window in object px;
         ``loss`` list of float (one per epoch run); ``epochs`` (last epoch
-        number); ``wall_time_s``; ``output_folder``.
+        number); ``wall_time_s``; ``output_folder`` (the run folder, see
+        :mod:`pypty.outputs`); ``results_file`` (path of ``results.h5`` or "");
+        ``position_offset`` (2,) px: ``positions`` index the returned object and
+        ``positions + position_offset`` are in the frame the positions were
+        given in (non-zero when the canvas was shifted or cropped:
+        ``use_full_FOV=False``, negative positions, ``extra_space_on_side_px``,
+        ``dynamically_resize_yx_object``); further arrays when in the model:
+        ``tilts`` (N or 1, 6) mrad, ``beam_current`` (N,),
+        ``static_background`` (Yd, Xd) counts, centred, ``aberrations_array``
+        (A, J) Å.
 
     Raises
     ------
@@ -312,30 +386,48 @@ def run(pypty_params: Mapping) -> dict:
     Output files (when ``output_folder`` is set): ``params.json`` (the
     parameters used, epoch-dependent ones as source text), ``loss.csv``,
     ``co.npy``/``cp.npy``/``cg.npy`` (atomic, overwritten) and, with
-    ``save_checkpoints_every_epoch``, ``checkpoints/epoch_NNNN/``.  On an
-    exception or Ctrl-C inside the epoch loop the current arrays are saved to
-    ``co.npy``/``cp.npy``/``cg.npy`` before the error propagates.
+    ``save_checkpoints_every_epoch``, ``checkpoints/epoch_NNNN/``;
+    ``results.h5`` (:mod:`pypty.results`, at the ``save_results_every``
+    cadence and at the end), ``figures/`` and ``tiff/``
+    (:mod:`pypty.savepoints`).  On an exception or Ctrl-C inside the epoch
+    loop the arrays of the last completed epoch are saved to
+    ``co.npy``/``cp.npy``/``cg.npy`` and ``results.h5`` (status
+    "interrupted") before the error propagates; the message (printed and
+    added as a note to the exception) says where, and ``restart_from`` continues
+    the run bit-identically.  ``FileExistsError`` is raised when a plain
+    ``output_folder`` holds another run (see :mod:`pypty.outputs`).
     """
     t0 = time.perf_counter()
     p = validate(pypty_params)
+    check_plain_folder(p)
+    parent, restart = _restart_params(p)
     bk = get_backend()
     pf = int(p["print_flag"])
     st = build_setup(p, bk, log=(lambda m: tqdm.write(m)) if pf >= 2 else None)
-    out = p["output_folder"]
+    if restart:
+        _apply_restart(st, parent)
+    info = dict(n_patterns=st.n_patterns, window=tuple(st.model.window_yx),
+                probe_modes=int(st.arrays["probe"].shape[1]), obj_modes=int(st.arrays["obj"].shape[1]))
+    out = resolve_output_folder(p, info)
     if out:
-        os.makedirs(out, exist_ok=True)
         record = {"pypty_version": __version__, "backend": bk.name, "params": to_jsonable(p)}
         write_json_atomic(os.path.join(out, "params.json"), record)
     r = _Run(p, st)
+    if restart:
+        r.load_restart_state(parent["restart"])
+    sp = SavePoints(p, st, out, r.arrays_numpy(), parent, restart)
     log = LossLog(os.path.join(out, "loss.csv"), append=p["epoch_prev"] > 0) if (out and p["save_loss_log"]) else None
     first, last = int(p["epoch_prev"]), int(p["epoch_max"])
     bar = tqdm(range(first, last), disable=pf == 0, desc="pypty", unit="epoch", dynamic_ncols=True,
                leave=pf >= 2)
     epoch = first
+    results_file = ""
     try:
         for epoch in bar:
+            te = time.perf_counter()
             es, loss, step, accepted, n_evals, msg = r.step(epoch)
             r.loss_history.append(loss)
+            sp.epoch_done(epoch, es["need"], loss, step, accepted, n_evals, time.perf_counter() - te)
             bar.set_postfix(loss=f"{loss:.6g}", step=f"{step:.3g}", evals=n_evals, refresh=False)
             if pf >= 3:
                 tqdm.write(f"epoch {epoch + 1:5d}  loss {loss:.8g}  step {step:.3g}  evals {n_evals}"
@@ -351,10 +443,24 @@ def run(pypty_params: Mapping) -> dict:
                 r.save_checkpoint(out)
             if out and p["save_checkpoints_every_epoch"] and _every(p["save_checkpoints_every_epoch"], done):
                 r.save_checkpoint(os.path.join(out, "checkpoints", f"epoch_{epoch + 1:04d}"))
+            results_due, figures_due = sp.due(epoch)
+            if results_due or figures_due:
+                results_file = sp.save(r, epoch + 1, "save point", figures=figures_due)
+        done = first + len(r.loss_history)
+        if out and p["save_inter_checkpoints"]:
+            r.save_checkpoint(out)
+        results_file = sp.save(r, done, "final", figures=bool(p["save_figures"] or p["save_tiff"]))
     except BaseException as exc:
         if out:
-            r.save_checkpoint(out)
-            msg = f"pypty: run stopped at epoch {epoch + 1}; current arrays saved to {os.path.abspath(out)}"
+            done = first + len(r.loss_history)
+            where = os.path.abspath(out)
+            try:
+                r.save_checkpoint(out)
+                where = f"{where} (checkpoints co/cp/cg.npy and {sp.save(r, done, 'interrupted')})"
+            except Exception as save_exc:  # keep the original error; say what failed
+                where += f" (final save failed: {save_exc!r})"
+            msg = (f"pypty: run stopped during epoch {epoch + 1} after {done} completed epoch(s); state saved to "
+                   f"{where}; continue with restart_from='{os.path.abspath(out)}'")
             if hasattr(exc, "add_note"):
                 exc.add_note(msg)
             tqdm.write(msg)
@@ -364,10 +470,8 @@ def run(pypty_params: Mapping) -> dict:
         if log is not None:
             log.close()
         st.close()
-    if out and p["save_inter_checkpoints"]:
-        r.save_checkpoint(out)
     result = r.arrays_numpy()
     result.update(loss=list(r.loss_history), epochs=last if last > first else first,
-                  wall_time_s=time.perf_counter() - t0, output_folder=out,
-                  position_offset=np.asarray(st.position_offset, dtype=float).copy())
+                  wall_time_s=time.perf_counter() - t0, output_folder=out, results_file=results_file,
+                  position_offset=np.asarray(st.position_offset, dtype=np.float64).copy())
     return result

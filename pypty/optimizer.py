@@ -261,6 +261,73 @@ class LBFGS:
                 pair.y[name] = fn(pair.y[name])
         self._sig = None  # the next call adopts the new shapes without a reset
 
+    # ------------------------------------------------------------------ state
+    def state_dict(self, to_numpy=None) -> dict:
+        """Everything needed to continue bit-identically, as plain NumPy/Python values.
+
+        Parameters
+        ----------
+        to_numpy : callable or None
+            Converts a device array to a NumPy array (e.g.
+            ``pypty.backend.Backend.to_numpy``); ``numpy.asarray`` if None
+            (which works for NumPy blocks only).
+
+        Returns
+        -------
+        dict
+            ``hist_length`` (int or ``math.inf``), ``bb_gamma`` (float or
+            None), ``signature`` (list of ``[name, shape, dtype]`` or None),
+            ``last_reset_reason`` (str) and ``pairs``: a list, oldest first,
+            of dicts ``{"s": {block: ndarray}, "y": {block: ndarray},
+            "rho": float, "gamma": float, "gamma_k": {block: float}}``.
+            The arrays are copies (NumPy, the block dtype and shape kept).
+        """
+        conv = to_numpy if to_numpy is not None else numpy.asarray
+        pairs = [{"s": {k: numpy.array(conv(v)) for k, v in p.s.items()},
+                  "y": {k: numpy.array(conv(v)) for k, v in p.y.items()},
+                  "rho": float(p.rho), "gamma": float(p.gamma),
+                  "gamma_k": {k: float(v) for k, v in p.gamma_k.items()}} for p in self._hist]
+        sig = None if self._sig is None else [[k, list(s), d] for k, s, d in self._sig]
+        return {"hist_length": self.hist_length, "bb_gamma": self._bb_gamma, "signature": sig,
+                "last_reset_reason": self.last_reset_reason, "pairs": pairs}
+
+    def load_state_dict(self, state: dict, asarray=None) -> None:
+        """Restore a state from :meth:`state_dict` (the line-search constants are not touched).
+
+        Parameters
+        ----------
+        state : dict
+            As returned by :meth:`state_dict` (possibly after a round trip
+            through a file).
+        asarray : callable or None
+            Converts a NumPy array to the block's array type (e.g.
+            ``pypty.backend.Backend.asarray`` for CuPy); identity if None.
+
+        Raises
+        ------
+        ValueError
+            A pair lacks ``s``/``y``/``rho``/``gamma``/``gamma_k``, or its
+            ``s`` and ``y`` blocks differ in names or shapes.
+        """
+        conv = asarray if asarray is not None else (lambda a: a)
+        hist = []
+        for i, p in enumerate(state.get("pairs", [])):
+            missing = {"s", "y", "rho", "gamma", "gamma_k"} - set(p)
+            if missing:
+                raise ValueError(f"optimizer state: pair {i} lacks {sorted(missing)}")
+            if set(p["s"]) != set(p["y"]) or any(numpy.shape(p["s"][k]) != numpy.shape(p["y"][k]) for k in p["s"]):
+                raise ValueError(f"optimizer state: pair {i} has s and y with different blocks or shapes")
+            hist.append(_Pair({k: conv(numpy.array(v)) for k, v in p["s"].items()},
+                              {k: conv(numpy.array(v)) for k, v in p["y"].items()},
+                              float(p["rho"]), float(p["gamma"]), {k: float(v) for k, v in p["gamma_k"].items()}))
+        self.hist_length = self._check_hist(state.get("hist_length", self.hist_length))
+        bb = state.get("bb_gamma")
+        self._bb_gamma = None if bb is None else float(bb)
+        sig = state.get("signature")
+        self._sig = None if sig is None else tuple((str(k), tuple(int(n) for n in s), str(d)) for k, s, d in sig)
+        self.last_reset_reason = str(state.get("last_reset_reason", ""))
+        self._hist = hist
+
     # ------------------------------------------------------------------ direction
     def _direction(self, g: dict) -> dict:
         """``-H g`` by the two-loop recursion (N&W Alg. 7.4), block-diagonal H0."""

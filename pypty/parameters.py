@@ -254,6 +254,67 @@ def _custom(expects: str, fn: Callable[[Any], Any]) -> Check:
     return Check(expects, fn)
 
 
+def _str_list(choices: Tuple[str, ...], what: str) -> Check:
+    """A list/tuple of strings from ``choices`` (ints accepted for numeric choices) -> tuple of str."""
+    def fn(v):
+        if isinstance(v, (str, int)) and not _is_bool(v):
+            v = [v]
+        if not isinstance(v, (list, tuple)):
+            raise _Invalid()
+        out = []
+        for item in v:
+            s = str(item) if _is_int(item) else item
+            if not isinstance(s, str) or s not in choices:
+                raise _Invalid("%r is not one of %s" % (item, ", ".join(repr(c) for c in choices)))
+            if s not in out:
+                out.append(s)
+        return tuple(out)
+    return Check("a list of %s from %s" % (what, ", ".join(repr(c) for c in choices)), fn)
+
+
+def _str() -> Check:
+    def fn(v):
+        if not isinstance(v, str):
+            raise _Invalid()
+        return v
+    return Check("a str", fn)
+
+
+def _time_prefix(v):
+    if _is_bool(v) or v is None:
+        return bool(v)
+    if isinstance(v, str) and (v in ("", "date", "time", "datetime") or "%" in v):
+        return v
+    raise _Invalid()
+
+
+def _percentiles(v):
+    try:
+        lo, hi = (float(x) for x in v)
+    except (TypeError, ValueError):
+        raise _Invalid() from None
+    if not 0 <= lo < hi <= 100:
+        raise _Invalid("need 0 <= low < high <= 100")
+    return (lo, hi)
+
+
+def _origins(v):
+    if v is None:
+        return None
+    if not isinstance(v, Mapping) or not all(isinstance(k, str) and isinstance(x, (str, Mapping))
+                                             for k, x in v.items()):
+        raise _Invalid()
+    return {k: (x if isinstance(x, str) else dict(x)) for k, x in v.items()}
+
+
+# Choices of the pypty-extension output parameters (kept here so that importing the
+# parameter table does not import matplotlib or tifffile).
+FIGURE_CHOICES = ("loss", "object_phase", "probe", "positions", "patterns", "all")
+TIFF_CHOICES = ("object_phase", "object_amplitude", "probe_amplitude", "probe_phase")
+AFFIX_CHOICES = ("minimal", "default", "all", "patterns", "window", "pmode", "omode", "slices", "algorithm",
+                 "hist", "batch", "refine", "precision", "kv", "pixel", "sequence", "epochs")
+
+
 # ---- parameter-specific checks ---------------------------------------------
 
 def _backend(v):
@@ -403,7 +464,9 @@ class Parameter:
     strings) and ``supported_choices`` (the implemented subset);
     ``support_note`` (what is implemented, for the docs); ``check`` (the
     value check); ``default_equivalent`` (optional predicate telling that a
-    value has the same effect as the default).
+    value has the same effect as the default); ``extension`` (True for
+    parameters pypty adds to the contract; their doc starts with
+    "pypty extension").
     """
 
     name: str
@@ -419,6 +482,7 @@ class Parameter:
     supported_choices: Optional[Tuple[str, ...]] = None
     support_note: str = ""
     default_equivalent: Optional[Callable[[Any], bool]] = None
+    extension: bool = False
 
     @property
     def expects(self) -> str:
@@ -437,7 +501,7 @@ class Parameter:
 
 
 def _p(name, default, types, doc, check=None, *, unit="", epoch=False, supported=False,
-       choices=None, supported_choices=None, support_note="", default_equivalent=None):
+       choices=None, supported_choices=None, support_note="", default_equivalent=None, extension=False):
     """Keyword bundle for one table row (the section is added by _section)."""
     if check is None:
         if choices is None:
@@ -448,7 +512,7 @@ def _p(name, default, types, doc, check=None, *, unit="", epoch=False, supported
     return dict(name=name, default=default, types=types, doc=doc, check=check, unit=unit,
                 epoch_dependent=epoch, supported=supported, choices=choices,
                 supported_choices=supported_choices, support_note=support_note,
-                default_equivalent=default_equivalent)
+                default_equivalent=default_equivalent, extension=extension)
 
 
 _WEIGHT = _float(ge=0)
@@ -510,6 +574,62 @@ _TABLE = [
            "every n-th epoch.", _bool_or_int(0), supported=True),
         _p("print_flag", 3, "int", "Verbosity: 0 silent, 1 one updating line, 2-3 moderate, "
            "4 most detailed.", _int(ge=0, le=4), supported=True),
+    ]),
+    ("Results, Figures and Provenance (pypty extensions)", [
+        _p("save_results_every", 10, "int", "pypty extension: write results.h5 (every refined array, loss "
+           "history, parameters, provenance, convergence summary, optimizer state for an exact restart) "
+           "after every n-th epoch (0: only at the end); it is always written at the end and when the run "
+           "is interrupted.", _int(ge=0), epoch=True, supported=True, extension=True),
+        _p("save_figures", ("loss", "object_phase", "probe", "positions"), "list of str", "pypty "
+           "extension: PNG figures made at the end and at the save_figures_every cadence, into figures/: "
+           "loss, object_phase (sum over slices and per slice), probe (real and reciprocal amplitude), "
+           "positions (initial vs refined), patterns (model vs measured), or all; [] for none.",
+           _str_list(FIGURE_CHOICES, "figure names"), supported=True, extension=True),
+        _p("save_figures_every", 0, "int", "pypty extension: also make figures and TIFF exports after "
+           "every n-th epoch (0: only at the end).", _int(ge=0), epoch=True, supported=True,
+           extension=True),
+        _p("save_tiff", (), "list of str", "pypty extension: TIFF exports into tiff/ (at the end and at "
+           "the save_figures_every cadence): object_phase, object_amplitude (stacks over slices plus "
+           "the projection), probe_amplitude, probe_phase; [] for none.",
+           _str_list(TIFF_CHOICES, "quantities"), supported=True, extension=True),
+        _p("tiff_bit_depths", ("raw",), "list of str", "pypty extension: TIFF bit depths: raw "
+           "(float32 values), 32 (float32 scaled to 0..1), 16 (uint16 0..65535), 8 (uint8 0..255).",
+           _str_list(("raw", "32", "16", "8"), "bit depths"), supported=True, extension=True),
+        _p("tiff_fov", ("crop",), "list of str", "pypty extension: object field of view in TIFF "
+           "exports: crop (the region scanned by the probe-window centres) and/or full (the canvas).",
+           _str_list(("crop", "full"), "fields of view"), supported=True, extension=True),
+        _p("convergence_percentiles", (15.0, 85.0), "pair of numbers", "pypty extension: phase "
+           "percentiles separating background (below the first) and signal (above the second) in the "
+           "convergence summary of results.h5.", _custom("two numbers 0 <= low < high <= 100",
+                                                        _percentiles), supported=True, extension=True),
+        _p("output_prefix_time", False, "bool or str", "pypty extension: start the run folder name "
+           "with the time: True or 'date' (%Y%m%d), 'time', 'datetime' or a strftime format; when any "
+           "naming option is set, output_folder is the parent of a new run folder.",
+           _custom("a bool, 'date', 'time', 'datetime' or a strftime format", _time_prefix),
+           supported=True, extension=True),
+        _p("output_prefix", "", "str", "pypty extension: prefix of the run folder name (after the time).",
+           _str(), supported=True, extension=True),
+        _p("output_postfix", "", "str", "pypty extension: postfix of the run folder name.", _str(),
+           supported=True, extension=True),
+        _p("output_affixes", (), "list of str", "pypty extension: key settings encoded in the run "
+           "folder name (presets minimal, default, all, or single affixes patterns, window, pmode, omode, "
+           "slices, algorithm, hist, batch, refine, precision, kv, pixel, sequence, epochs).",
+           _str_list(AFFIX_CHOICES, "affixes"), supported=True, extension=True),
+        _p("overwrite_output", False, "bool", "pypty extension: allow writing into a folder that holds "
+           "another run (otherwise a plain output_folder is refused and a named one gets _2, _3, ...).",
+           _FLAG, supported=True, extension=True),
+        _p("restart_from", "", "str", "pypty extension: results.h5 (or its run folder) to continue "
+           "exactly: its arrays, epoch_prev, optimizer history and provenance replace obj, probe, "
+           "positions and epoch_prev.", _path(), supported=True, extension=True),
+        _p("parent_results", "", "str", "pypty extension: results file this run starts from (set by "
+           "pypty.results.params_from_results); components whose initial array is the one saved there "
+           "inherit its provenance history.", _path(), supported=True, extension=True),
+        _p("provenance_note", "", "str", "pypty extension: note stored in this run's provenance entries.",
+           _str(), supported=True, extension=True),
+        _p("provenance_origins", None, "dict or None", "pypty extension: how initial arrays were made, "
+           "per component (object, probe, positions, ...): a text such as 'simulated with abTEM' or a dict "
+           "with action, source, note, metadata.", _custom("a dict {component: str or dict} or None",
+                                                           _origins), supported=True, extension=True),
     ]),
     ("Experimental Parameters", [
         _p("acc_voltage", 60, "float", "Accelerating voltage of the microscope.", _float(gt=0),

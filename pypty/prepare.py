@@ -219,7 +219,8 @@ def _build(p, bk, source, cdt, rdt, say, compressed):
     if tuple(shift) != (0, 0) or (ny, nx) != obj.shape[:2]:
         say(f"object canvas {ny} x {nx} px (shift {tuple(int(s) for s in shift)} px, margin {margin} px)")
     # ---------------------------------------------------------------- probe
-    probe_int, probe_4d = _probe(p, source, win, detector, up, pix, lam, n, near, compressed, say)
+    data_mean = None if compressed else source.mean_pattern()  # one pass over the data (centred)
+    probe_int, probe_4d = _probe(p, data_mean, win, detector, up, pix, lam, near, compressed, say)
     # ---------------------------------------------------------------- model extras
     arrays = {"obj": bk.asarray(np.ascontiguousarray(obj_int)), "probe": bk.asarray(probe_int.astype(cdt)),
               "positions": bk.asarray(pos)}
@@ -265,7 +266,11 @@ def _build(p, bk, source, cdt, rdt, say, compressed):
         dz = np.full(n_slices, dz[0])
     if dz.size != n_slices:
         raise _err("slice_distances", f"expected 1 or num_slices = {n_slices} values, got {dz.size}")
-    mean_total = float(np.sum(np.abs(probe_int) ** 2)) / probe_int.shape[0]
+    # the loss regulariser depends on the data only (never on the current probe), so restarts are exact
+    if compressed:
+        mean_total = float(np.mean(np.abs(source.signals).sum(axis=1)))
+    else:
+        mean_total = float(np.sum(data_mean))
     eps = max(1e-6 * mean_total / (detector[0] * detector[1]), 1e-12)
     model = MultisliceModel(bk, win, (ny, nx), pix, lam, tuple(dz), cdt, propmethod=p["propmethod"],
                             cutoff=float(p["damping_cutoff_multislice"]), rolloff=float(p["smooth_rolloff"]),
@@ -288,13 +293,10 @@ def _build(p, bk, source, cdt, rdt, say, compressed):
                  notes=notes)
 
 
-def _probe(p, source, win, detector, up, pix, lam, n, near, compressed, say):
+def _probe(p, data_mean, win, detector, up, pix, lam, near, compressed, say):
     """Internal probe (K, Mp, Y, X) complex128 and whether the user layout is 4D."""
     probe = p["probe"]
-    mean_total = None
-    if not compressed:
-        data_mean = source.mean_pattern()  # one pass over the data (centred)
-        mean_total = float(data_mean.sum())
+    mean_total = None if data_mean is None else float(data_mean.sum())
     if probe is None:
         if compressed:
             raise _err("probe", "must be given for compressed data (no patterns to build it from)")
