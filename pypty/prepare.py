@@ -14,6 +14,8 @@ from typing import Callable
 import numpy as np
 
 from .data import PatternSource, Preprocessing
+from .initialize.probe import probe_from_parameters
+from .memory import resolve_compute_batch
 from .model import FarFieldModel
 from .operators import fresnel_kernel
 from .parameters import PyptyParameterError
@@ -145,13 +147,9 @@ def _build(p, bk, source, xp, cdt, rdt, say):
     probe = p["probe"]
     data_mean = source.mean_pattern()  # one pass over the data
     mean_total = float(data_mean.sum())
-    if probe is None:
-        mp = p["mean_pattern"] if p["mean_pattern"] is not None else data_mean
-        mp = np.asarray(mp, dtype=float)
-        if mp.shape != win:
-            raise _err("mean_pattern", f"expected shape {win} (the preprocessed pattern), got {mp.shape}")
-        probe = probe_from_mean_pattern(mp, pix, p["acc_voltage"], p["aberrations"], p["extra_probe_defocus"])
-        say("probe built from the mean pattern" + (" and aberrations" if p["aberrations"] is not None else ""))
+    if probe is None:  # beam initialisation: pypty/initialize/probe.py
+        probe, how = probe_from_parameters(p, data_mean, win, pix)
+        say(how)
     probe = np.asarray(probe)
     if probe.ndim == 2:
         probe = probe[..., None]
@@ -180,7 +178,10 @@ def _build(p, bk, source, xp, cdt, rdt, say):
     eps = max(1e-6 * mean_total / (win[0] * win[1]), 1e-12)
     model = FarFieldModel(bk, win, (ny, nx), kernels, cdt, loss_name=p["algorithm"], eps=eps)
     # ---------------------------------------------------------------- data access
-    batch = int(p["compute_batch"])
+    on_device = n * win[0] * win[1] * source.dtype.itemsize if bk.is_gpu and not p["load_one_by_one"] else 0
+    batch, why = resolve_compute_batch(p, bk, n, win, (ny, nx), n_slices, obj_int.shape[1], probe_int.shape[0],
+                                       cdt, on_device)  # "auto": pypty/memory.py
+    say(why)
     if bk.is_gpu and not p["load_one_by_one"]:
         dev = bk.asarray(source.batch(np.arange(n)))
         get_data = lambda idx: dev[xp.asarray(idx)]  # noqa: E731
