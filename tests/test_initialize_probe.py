@@ -141,6 +141,17 @@ def test_auto_batch_with_mocked_free_memory(small, monkeypatch):
     assert validate({})["compute_batch"] == "auto"
 
 
+def test_auto_batch_is_capped_on_the_cpu(small, monkeypatch):
+    pos, data = small
+    p = validate(base_params(data, pos, None, compute_batch="auto"))
+    per = pypty.memory.bytes_per_pattern((WIN, WIN), 1, 1, 1)
+    monkeypatch.setattr(pypty.memory, "CPU_MAX_BATCH_BYTES", int(3.5 * per))
+    monkeypatch.setattr(pypty.memory, "free_memory_bytes", lambda bk: 10**12)
+    st = build_setup(p, get_backend("numpy"))
+    st.close()
+    assert st.compute_batch == 3
+
+
 @pytest.mark.parametrize("s, mo, mp", [(1, 1, 1), (2, 1, 2)])
 def test_memory_estimate_matches_measured_working_set(s, mo, mp):
     """tracemalloc peak of one loss-and-gradient evaluation vs the per-pattern estimate."""
