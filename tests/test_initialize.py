@@ -9,7 +9,7 @@ import pytest
 from pypty import initialize as ini
 from pypty.initialize.dataset import DatasetError
 from pypty.initialize.calibration import CalibrationError
-from pypty.parameters import PyptyParameterError, validate
+from pypty.parameters import validate
 from pypty.physics import electron_wavelength_A
 
 SAMPLE = str(importlib.resources.files("pypty") / "data" / "sample_srtio3.h5")
