@@ -50,8 +50,8 @@ __all__ = [
     "parameter_reference_markdown",
 ]
 
-#: Effective default of ``compute_batch`` while "auto" is not implemented.
-DEFAULT_COMPUTE_BATCH = 64
+#: Default of ``compute_batch``: sized from free memory (see :mod:`pypty.memory`).
+DEFAULT_COMPUTE_BATCH = "auto"
 
 
 class PyptyParameterError(ValueError):
@@ -386,8 +386,7 @@ def _max_count(v):
 
 def _compute_batch(v):
     if isinstance(v, str) and v == "auto":
-        raise _Unsupported('automatic batch sizing comes later; give an int >= 1, the '
-                           'effective default is %d' % DEFAULT_COMPUTE_BATCH)
+        return "auto"
     if _is_int(v) and int(v) >= 1:
         return int(v)
     raise _Invalid()
@@ -793,11 +792,10 @@ _TABLE = [
            "fragmentation.", _FLAG, epoch=True, supported=True),
         _p("remove_fft_cache", False, "bool", "Periodically drop the FFT plan cache "
            "(experimental).", _FLAG),
-        _p("compute_batch", DEFAULT_COMPUTE_BATCH, "int", "Measurements per multislice batch; "
-           'the contract\'s default "auto" (size from free memory) comes later, so the effective '
-           "default is 64.", _custom('an int >= 1 (or "auto", not supported yet)',
-                                     _compute_batch),
-           supported=True, support_note='int only ("auto" not yet)'),
+        _p("compute_batch", DEFAULT_COMPUTE_BATCH, "int or str", "Measurements per multislice "
+           'batch; "auto" picks the largest batch whose estimated working memory fits into '
+           "memory_saturation of the free device (GPU) or host (CPU) memory (pypty/memory.py).",
+           _custom('an int >= 1 or "auto"', _compute_batch), supported=True),
         _p("force_dataset_dtype", None, "dtype or None", "Storage dtype of the dataset; None "
            "uses the float type of default_dtype.",
            _custom("a numeric numpy dtype or None", _dtype_or_none), supported=True),
@@ -873,20 +871,24 @@ _TABLE = [
     ]),
     ("Beam Initialization", [
         _p("n_hermite_probe_modes", None, "tuple of 2 ints or None", "Hermite mode orders "
-           "(nx, ny) used to create probe modes; None: none.",
-           _custom("a pair of ints >= 0 or None", _int_pair(0))),
-        _p("defocus_spread_modes", None, "array or None", "Defocus of each initial probe mode "
-           "(1D), e.g. to model defocus spread.",
-           _array(ndim=1, kinds="iuf", optional=True, finite=True), unit="Å"),
+           "(nx, ny) used to create probe modes when probe is None: the probe times H_m(x) H_n(y), "
+           "m < nx, n < ny (nx * ny modes, orthogonalised); None: one mode.",
+           _custom("a pair of ints >= 1 or None", _int_pair(1)), supported=True),
+        _p("defocus_spread_modes", None, "array or None", "Extra defocus (Å, > 0 underfocus) of "
+           "each initial probe mode (1D), equal power, to model defocus spread when probe is None.",
+           _array(ndim=1, kinds="iuf", optional=True, finite=True), unit="Å", supported=True),
         _p("aberrations", None, "array or None", "Initial aberrations, Krivanek order C10, C12a, "
            "C12b, C21a, C21b, C23a, C23b, C30, ... (1D).",
            _array(ndim=1, kinds="iuf", optional=True, finite=True), unit="Å", supported=True),
         _p("extra_probe_defocus", 0, "float", "Extra defocus added to the initial probe.",
            _ANY_FLOAT, unit="Å", supported=True),
-        _p("estimate_aperture_based_on_binary", 0, "float", "If > 0, the aperture is the set of "
-           "mean-pattern pixels above this factor times the data mean.", _float(ge=0)),
+        _p("estimate_aperture_based_on_binary", 0, "float", "If > 0 (and probe is None), the "
+           "initial beam amplitude is the binary aperture of mean-pattern pixels above this factor "
+           "times the data mean.", _float(ge=0), supported=True),
         _p("beam_ctf", None, "array or None", "Reciprocal-space beam (CTF), 2D with the "
-           "upsampled probe shape.", _array(ndim=2, kinds="iufc", optional=True)),
+           "(upsampled, padded) pattern shape, zero frequency at the centre; used as the initial "
+           "beam when probe is None (aberrations are applied on top).",
+           _array(ndim=2, kinds="iufc", optional=True, finite=True), supported=True),
         _p("mean_pattern", None, "array or None", "Mean diffraction pattern (2D) from which the "
            "initial probe is made by inverse Fourier transform.",
            _array(ndim=2, kinds="iuf", optional=True, finite=True), supported=True),

@@ -20,6 +20,8 @@ import numpy as np
 from . import detector as det
 from .data import PatternSource, Preprocessing, SignalSource
 from .epoch_eval import EpochExpression
+from .initialize.probe import probe_from_parameters
+from .memory import resolve_compute_batch
 from .model import TILT_TYPES, MultisliceModel, tilt_types_for_mode
 from .parameters import PyptyParameterError
 from .physics import electron_wavelength_A
@@ -173,6 +175,11 @@ def build_setup(p: dict, bk, log=None) -> Setup:
         raise
 
 
+def ddt_of(source):
+    """dtype of the batches a data source returns."""
+    return source.signals.dtype if isinstance(source, SignalSource) else source.dtype
+
+
 def _detector_shape(p, source, compressed):
     if not compressed:
         return tuple(source.pattern_shape)
@@ -277,7 +284,13 @@ def _build(p, bk, source, cdt, rdt, say, compressed):
                             loss_name=p["algorithm"], eps=eps, upsample=up, acc_voltage_kV=float(p["acc_voltage"]),
                             **kw)
     # ---------------------------------------------------------------- data access
-    batch = int(p["compute_batch"])
+    per_pattern = source.n_signals if compressed else detector[0] * detector[1]
+    on_device = n * per_pattern * np.dtype(ddt_of(source)).itemsize if bk.is_gpu and not p["load_one_by_one"] \
+        else 0
+    n_probe_modes = probe_int.shape[1] * (2 if probe_int.shape[0] > 1 else 1)  # per-pattern spectra with markers
+    batch, why = resolve_compute_batch(p, bk, n, win, (ny, nx), n_slices * (3 if p["propmethod"] == "yoshida" else 1),
+                                       obj_int.shape[1], n_probe_modes, cdt, on_device)  # "auto": pypty/memory.py
+    say(why)
     if bk.is_gpu and not p["load_one_by_one"]:
         dev = bk.asarray(source.batch(np.arange(n)))
         get_data = lambda idx: dev[xp.asarray(idx)]  # noqa: E731
@@ -308,11 +321,11 @@ def _probe(p, data_mean, win, detector, up, pix, lam, near, compressed, say):
             amp = np.sqrt(np.clip(mp, 0, None))
             probe = np.fft.ifft2(np.fft.fft2(amp) * h.conj())[..., None]
             say("probe built from the mean image, propagated back by the mean defocus")
-        else:
+        else:  # beam initialisation: pypty/initialize/probe.py
             if up > 1:  # spread each detector pixel over u x u model pixels
                 mp = np.fft.fftshift(det.bin_pattern_adjoint(np, np.fft.ifftshift(mp)[None], up)[0]) / up**2
-            probe = probe_from_mean_pattern(mp, pix, p["acc_voltage"], p["aberrations"], p["extra_probe_defocus"])
-            say("probe built from the mean pattern" + (" and aberrations" if p["aberrations"] is not None else ""))
+            probe, how = probe_from_parameters(dict(p, mean_pattern=mp), mp, win, pix)
+            say("probe built from the " + how)
         if p["probe_marker"] is not None:
             k = int(np.max(p["probe_marker"])) + 1
             probe = np.repeat(probe[..., None], k, axis=3)

@@ -116,7 +116,7 @@ def test_array_defaults_are_fresh():
 def test_effective_defaults():
     out = validate({})
     assert set(out) == set(PARAMETERS)
-    assert out["compute_batch"] == 64
+    assert out["compute_batch"] == "auto"
     assert out["force_dataset_dtype"] is None
     assert out["obj"] is None and out["probe"] is None and out["backend"] is None
     assert out["update_probe"] is True and out["update_probe_pos"] is False
@@ -375,7 +375,6 @@ def test_unsupported_parameter_non_default_raises(params, name):
 @pytest.mark.parametrize(
     "params, name",
     [
-        ({"compute_batch": "auto"}, "compute_batch"),
         ({"backend": np}, "backend"),
         ({"backend": "numpy"}, "backend"),
     ],

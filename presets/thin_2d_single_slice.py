@@ -1,0 +1,44 @@
+"""Preset: thin 2D material (e.g. a MoS2 or graphene monolayer), one slice, low dose.
+
+Starting point for specimens much thinner than the depth of field
+(``lambda / alpha^2``, about 50-100 Å at 20-30 mrad): a single slice, the
+Poisson maximum-likelihood loss for low-dose counts, probe refinement from
+the start and position refinement once object and probe have settled.
+
+Use::
+
+    import runpy
+    preset = runpy.run_path("presets/thin_2d_single_slice.py")
+    params = preset["pypty_params"]("scan.h5", output_folder="runs/thin", defocus_A=100)
+    result = pypty.iterative.run(params)
+
+``pypty_params`` reads the acquisition metadata written by
+:func:`pypty.initialize.create_dataset`; keyword arguments go to
+:func:`pypty.initialize.pypty_params_from_dataset` (``defocus_A``,
+``data_pad``, ``scan_rotation_deg``, calibrations, ...) and ``settings``
+overrides entries of :data:`SETTINGS`.
+"""
+from pypty.initialize import pypty_params_from_dataset
+
+#: Reconstruction settings independent of the dataset.
+SETTINGS = {
+    "algorithm": "ml",                 # Poisson likelihood: low counts per pixel
+    "num_slices": 1,
+    "epoch_max": 60,
+    "update_obj": 1,
+    "update_probe": 1,
+    "update_probe_pos": "lambda epoch: 1 if epoch >= 20 else 0",
+    "compute_batch": "auto",
+    "print_flag": 1,
+}
+
+
+def pypty_params(data_path, output_folder="", settings=None, **experiment):
+    """Complete ``pypty_params`` for a thin specimen; see the module docstring."""
+    experiment.setdefault("thickness_A", 10.0)   # irrelevant for one slice (no propagation)
+    experiment["num_slices"] = 1
+    params = pypty_params_from_dataset(data_path, **experiment)
+    params.update(SETTINGS)
+    params.update(settings or {})
+    params["output_folder"] = output_folder
+    return params

@@ -1,0 +1,32 @@
+"""From raw 4D-STEM files and microscope numbers to ``pypty_params``.
+
+- :mod:`pypty.initialize.dataset`: :func:`create_dataset` converts ``.npy``,
+  ``.h5``, EMPAD ``.raw`` and rosettasciio formats (Merlin ``.mib``, Gatan
+  ``.dm4``, ...) into a pypty dataset, chunk by chunk; :func:`open_4dstem`.
+- :mod:`pypty.initialize.calibration`: :func:`pypty_params_from_dataset`,
+  :func:`pypty_params_from_experiment` and the pieces (pixel sizes, scan
+  positions with rotation, object size, slices).
+- :mod:`pypty.initialize.probe`: initial probes (aberrations, binary
+  aperture, beam CTF, Hermite and defocus-spread modes) and
+  :func:`initial_probe`, the probe ``run`` builds when ``probe`` is None.
+
+Typical use::
+
+    from pypty import initialize
+    initialize.create_dataset("scan.mib", "scan.h5", scan_shape=(128, 128), center=True,
+                              acc_voltage_kV=300, semiangle_mrad=25, scan_step_A=0.4,
+                              detector_pixel_mrad=0.9)
+    params = initialize.pypty_params_from_dataset("scan.h5", thickness_A=100, num_slices=10,
+                                                  defocus_A=150)
+"""
+from .calibration import (CalibrationError, detector_pixel_inv_A, object_shape_px, pypty_params_from_dataset,
+                          pypty_params_from_experiment, reconstruction_pixel_size_A, scan_positions_px,
+                          slice_settings)
+from .dataset import DatasetError, centre_of_mass, create_dataset, open_4dstem
+from .probe import (aperture_from_binary, defocus_spread_probe, hermite_modes, initial_probe,
+                    probe_from_beam, probe_from_parameters)
+
+__all__ = ["CalibrationError", "DatasetError", "aperture_from_binary", "centre_of_mass", "create_dataset",
+           "defocus_spread_probe", "detector_pixel_inv_A", "hermite_modes", "initial_probe", "object_shape_px",
+           "open_4dstem", "probe_from_beam", "probe_from_parameters", "pypty_params_from_dataset",
+           "pypty_params_from_experiment", "reconstruction_pixel_size_A", "scan_positions_px", "slice_settings"]

@@ -1,0 +1,248 @@
+"""Initial probe guesses: from the data, a binary aperture, a given beam, aberrations and modes.
+
+The beam in reciprocal space is ``psi(k) = A(k) exp(-i chi(k))`` (Krivanek
+aberration phase, :func:`pypty.probe.aberration_phase`; C10 < 0 underfocus)
+and the real-space probe is its unitary inverse FFT, centred at pixel
+(Y//2, X//2) of the window.  ``A(k)`` is, in order of precedence:
+
+1. ``beam_ctf`` (complex or real, zero frequency at (Y//2, X//2)), if given;
+2. the binary aperture ``mean_pattern > estimate_aperture_based_on_binary *
+   mean(mean_pattern)`` (1 inside, 0 outside), if that factor is > 0;
+3. ``sqrt(mean_pattern)`` (the data's mean pattern unless ``mean_pattern`` is given).
+
+Mixed states (Thibault & Menzel, Nature 494 (2013) 68) are started either as
+defocus-spread modes (one mode per defocus of ``defocus_spread_modes``, equal
+power: the incoherent sum then is the intensity averaged over those defoci)
+or as Hermite modes (``n_hermite_probe_modes = (nx, ny)``: the first probe
+times Hermite polynomials H_m(x / w_x) H_n(y / w_y), m < nx, n < ny, w the
+rms widths of the probe, Gram-Schmidt orthogonalised, each higher mode with
+10 % of the first mode's power).  The total ``sum |probe|^2`` is the mean
+counts per pattern.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.polynomial import hermite as _hermite
+
+from ..data import PatternSource, Preprocessing
+from ..parameters import PyptyParameterError, validate
+from ..probe import aberration_phase, aberrations_as_dict
+
+__all__ = ["aperture_from_binary", "probe_from_beam", "hermite_modes", "defocus_spread_probe",
+           "probe_from_parameters", "initial_probe"]
+
+#: Power of every higher Hermite mode relative to the first mode at the start.
+HERMITE_MODE_POWER = 0.1
+
+
+def _err(name, msg):
+    return PyptyParameterError(f"parameter '{name}': {msg}")
+
+
+def aperture_from_binary(mean_pattern, factor):
+    """Binary aperture: pixels of ``mean_pattern`` above ``factor * mean(mean_pattern)``.
+
+    Parameters
+    ----------
+    mean_pattern : ndarray, real, (Y, X)
+    factor : float > 0
+
+    Returns
+    -------
+    ndarray, float64 (0 or 1), (Y, X)
+
+    Raises
+    ------
+    PyptyParameterError
+        ``factor`` not > 0, or no pixel above the threshold.
+    """
+    mp = np.asarray(mean_pattern, dtype=float)
+    if not float(factor) > 0:
+        raise _err("estimate_aperture_based_on_binary", f"must be > 0, got {factor!r}")
+    mask = mp > float(factor) * mp.mean()
+    if not mask.any():
+        raise _err("estimate_aperture_based_on_binary",
+                   f"no pixel of the mean pattern exceeds {factor} x its mean ({mp.mean():.4g}); use a smaller factor")
+    return mask.astype(np.float64)
+
+
+def probe_from_beam(beam_k, pixel_size_yx_A, acc_voltage_kV, aberrations=None, extra_probe_defocus=0.0):
+    """Real-space probe (Y, X) from a centred reciprocal-space beam and aberrations.
+
+    ``psi = fftshift(ifft2(ifftshift(beam_k) * exp(-i chi), norm="ortho"))`` with
+    ``C10 -> C10 - extra_probe_defocus`` (defocus = -C10).
+
+    Parameters
+    ----------
+    beam_k : ndarray, (Y, X), zero frequency at (Y//2, X//2)
+    pixel_size_yx_A : (float, float), Å
+    acc_voltage_kV : float
+    aberrations : dict, sequence or None, Å (Krivanek)
+    extra_probe_defocus : float, Å
+
+    Returns
+    -------
+    ndarray, complex128, (Y, X)
+    """
+    ab = aberrations_as_dict(aberrations)
+    ab["C10"] = ab.get("C10", 0.0) - float(extra_probe_defocus)
+    amp = np.fft.ifftshift(np.asarray(beam_k))
+    chi = aberration_phase(amp.shape, pixel_size_yx_A, acc_voltage_kV, ab)
+    return np.fft.fftshift(np.fft.ifft2(amp * np.exp(-1j * chi), norm="ortho"))
+
+
+def hermite_modes(probe, orders):
+    """Mixed-state probe: ``probe`` times Hermite polynomials, orthogonalised.
+
+    Parameters
+    ----------
+    probe : ndarray, complex, (Y, X), real space
+    orders : (int, int)
+        (nx, ny): polynomial orders m < nx along x and n < ny along y; nx * ny
+        modes, (1, 1) is the probe alone.
+
+    Returns
+    -------
+    ndarray, complex128, (Y, X, nx * ny); the first mode is ``probe``, each
+    higher mode has ``HERMITE_MODE_POWER`` of its power.
+
+    Raises
+    ------
+    PyptyParameterError
+        Orders not >= 1, or a zero probe.
+    """
+    nx, ny = (int(v) for v in orders)
+    if nx < 1 or ny < 1:
+        raise _err("n_hermite_probe_modes", f"orders (nx, ny) must be >= 1, got {tuple(orders)}")
+    psi = np.asarray(probe, dtype=np.complex128)
+    w = np.abs(psi) ** 2
+    tot = w.sum()
+    if not tot > 0:
+        raise _err("probe", "is zero everywhere")
+    yy, xx = np.indices(psi.shape, dtype=float)
+    cy, cx = (w * yy).sum() / tot, (w * xx).sum() / tot
+    sy = max(np.sqrt((w * (yy - cy) ** 2).sum() / tot), 1e-3)
+    sx = max(np.sqrt((w * (xx - cx) ** 2).sum() / tot), 1e-3)
+    modes = []
+    for n in range(ny):
+        for m in range(nx):
+            hy = _hermite.hermval((yy - cy) / sy, np.eye(n + 1)[n])
+            hx = _hermite.hermval((xx - cx) / sx, np.eye(m + 1)[m])
+            cand = psi * hy * hx
+            for prev in modes:
+                cand = cand - np.vdot(prev, cand) / np.vdot(prev, prev) * prev
+            norm = np.sum(np.abs(cand) ** 2)
+            if modes and norm > 0:
+                cand = cand * np.sqrt(HERMITE_MODE_POWER * tot / norm)
+            modes.append(cand)
+    return np.stack(modes, axis=-1)
+
+
+def defocus_spread_probe(beam_k, pixel_size_yx_A, acc_voltage_kV, defoci_A, aberrations=None,
+                         extra_probe_defocus=0.0):
+    """One probe mode per extra defocus (Å, > 0 underfocus), equal power.
+
+    Returns
+    -------
+    ndarray, complex128, (Y, X, len(defoci_A)); every mode carries
+    ``1/len(defoci_A)`` of the power of the single probe.
+    """
+    d = np.atleast_1d(np.asarray(defoci_A, dtype=float))
+    if d.ndim != 1 or d.size == 0 or not np.all(np.isfinite(d)):
+        raise _err("defocus_spread_modes", f"expected a non-empty 1D array of finite defoci (Å), got {defoci_A!r}")
+    modes = [probe_from_beam(beam_k, pixel_size_yx_A, acc_voltage_kV, aberrations, extra_probe_defocus + v)
+             for v in d]
+    return np.stack(modes, axis=-1) / np.sqrt(d.size)
+
+
+def probe_from_parameters(p, data_mean_pattern, window_yx, pixel_size_yx_A):
+    """The probe ``run`` builds when ``probe`` is None (validated parameters ``p``).
+
+    Parameters
+    ----------
+    p : dict
+        Output of :func:`pypty.parameters.validate`; reads ``beam_ctf``,
+        ``estimate_aperture_based_on_binary``, ``mean_pattern``,
+        ``aberrations``, ``extra_probe_defocus``, ``defocus_spread_modes``,
+        ``n_hermite_probe_modes``, ``acc_voltage``.
+    data_mean_pattern : ndarray, (Y, X)
+        Mean preprocessed pattern of the data (zero frequency at the centre).
+    window_yx : (int, int)
+        Preprocessed pattern shape.
+    pixel_size_yx_A : (float, float)
+
+    Returns
+    -------
+    probe : ndarray, complex128, (Y, X, modes), ``sum |probe|^2`` = counts of the mean pattern
+    description : str
+        How it was made (for the log).
+
+    Raises
+    ------
+    PyptyParameterError
+        Wrong shapes of ``mean_pattern``/``beam_ctf``, both mode kinds given,
+        empty aperture.
+    """
+    win = tuple(int(v) for v in window_yx)
+    dmp = np.asarray(data_mean_pattern, dtype=float)
+    mp = dmp if p["mean_pattern"] is None else np.asarray(p["mean_pattern"], dtype=float)
+    if mp.shape != win:
+        raise _err("mean_pattern", f"expected shape {win} (the preprocessed pattern), got {mp.shape}")
+    if p["beam_ctf"] is not None:
+        beam = np.asarray(p["beam_ctf"])
+        if beam.shape != win:
+            raise _err("beam_ctf", f"expected shape {win} (the preprocessed pattern), got {beam.shape}")
+        how = "beam_ctf"
+    elif p["estimate_aperture_based_on_binary"] > 0:
+        beam = aperture_from_binary(mp, p["estimate_aperture_based_on_binary"])
+        how = "binary aperture of the mean pattern"
+    else:
+        beam = np.sqrt(np.clip(mp, 0, None))
+        how = "mean pattern"
+    if p["defocus_spread_modes"] is not None and p["n_hermite_probe_modes"] is not None:
+        raise _err("defocus_spread_modes", "give either defocus_spread_modes or n_hermite_probe_modes, not both")
+    args = (beam, pixel_size_yx_A, p["acc_voltage"])
+    if p["defocus_spread_modes"] is not None:
+        probe = defocus_spread_probe(*args, p["defocus_spread_modes"], p["aberrations"], p["extra_probe_defocus"])
+        how += f", {probe.shape[-1]} defocus-spread modes"
+    else:
+        probe = probe_from_beam(*args, p["aberrations"], p["extra_probe_defocus"])[..., None]
+        if p["n_hermite_probe_modes"] is not None:
+            probe = hermite_modes(probe[..., 0], p["n_hermite_probe_modes"])
+            how += f", {probe.shape[-1]} Hermite modes"
+    if p["aberrations"] is not None or p["extra_probe_defocus"]:
+        how += ", aberrations"
+    power = float(np.sum(np.abs(probe) ** 2))
+    if not power > 0:
+        raise _err("probe", f"the initial probe from the {how} is zero everywhere")
+    target = float(dmp.sum())
+    if target > 0:
+        probe = probe * np.sqrt(target / power)
+    return probe.astype(np.complex128), "probe built from the " + how
+
+
+def initial_probe(pypty_params):
+    """The initial probe :func:`pypty.iterative.run` would build for ``pypty_params`` (probe None).
+
+    Reads the data once (mean pattern, after ``data_bin``/``data_pad``/...).
+
+    Returns
+    -------
+    ndarray, complex128, (Y, X, modes)
+
+    Raises
+    ------
+    PyptyParameterError, pypty.data.DataError
+    """
+    p = validate(pypty_params)
+    ddt = np.dtype(p["force_dataset_dtype"]) if p["force_dataset_dtype"] is not None else np.float64
+    prep = Preprocessing(multiplier=float(p["data_multiplier"]), pad=int(p["data_pad"]), bin=int(p["data_bin"]),
+                         flip_ky=bool(p["flip_ky"]), shift=tuple(float(v) for v in p["data_shift_vector"]))
+    src = PatternSource(p["data_path"], p["dataset"], prep, ddt, load_one_by_one=True, scan_size=p["scan_size"])
+    try:
+        mean = src.mean_pattern()
+        win = src.pattern_shape
+    finally:
+        src.close()
+    pix = (float(p["pixel_size_y_A"]), float(p["pixel_size_x_A"]))
+    return probe_from_parameters(p, mean, win, pix)[0]

@@ -1,0 +1,124 @@
+"""``compute_batch="auto"``: the batch size from free memory and an estimate of the working set.
+
+Working memory of one loss-and-gradient evaluation of a batch of B patterns
+(window Y x X px, S slices, Mo object modes, Mp probe modes, complex item
+size c bytes), measured as the ``tracemalloc`` peak on the NumPy backend
+for S in 1..3, Mo in 1..2, Mp in 1..3, is bounded from above (by 1.2-1.35x
+of the measured peak of :class:`pypty.model.MultisliceModel`) by::
+
+    per pattern = Y X c (3 S Mo Mp + 2 Mo Mp + 2 S Mo + 4 Mp + 4)
+
+(stored waves entering every slice, the back-propagated wave and its FFT
+temporaries, object patches, shift ramps, intensities, data and index
+arrays).  The arrays that do not scale with B (object, probe, positions,
+their gradients, L-BFGS history of ``2 hist_length`` vectors and about six
+vectors of line-search work) and, on a GPU without ``load_one_by_one``, the
+whole dataset are counted once.  The estimate is multiplied by
+:data:`SAFETY` (FFT plans, allocator slack) and the batch is the largest B
+with ``fixed + B per_pattern <= memory_saturation * free``, clipped to
+``1..N``.
+
+On the CPU the batch is also capped so that its working set stays below
+:data:`CPU_MAX_BATCH_BYTES`: larger batches do not run faster there but
+slower (measured on the bundled sample, 784 patterns of 64 x 64 px, 2-core
+CPU, 3 epochs: batch 64 2.65 s, 256 2.70 s, 784 3.8 s).
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+__all__ = ["SAFETY", "CPU_MAX_BATCH_BYTES", "bytes_per_pattern", "fixed_bytes", "free_memory_bytes", "auto_compute_batch",
+           "resolve_compute_batch"]
+
+#: Multiplier on the estimated working memory.
+SAFETY = 1.25
+#: Largest working set of one batch on the CPU (bytes).
+CPU_MAX_BATCH_BYTES = 128 * 2**20
+#: L-BFGS history length assumed when hist_length is infinite.
+_HIST_CAP = 50
+
+
+def bytes_per_pattern(window_yx, n_slices, n_obj_modes, n_probe_modes, complex_dtype=np.complex128):
+    """Estimated working memory (bytes) per pattern of a batch (see module docstring)."""
+    y, x = (int(v) for v in window_yx)
+    s, mo, mp = int(n_slices), int(n_obj_modes), int(n_probe_modes)
+    c = np.dtype(complex_dtype).itemsize
+    return y * x * c * (3 * s * mo * mp + 2 * mo * mp + 2 * s * mo + 4 * mp + 4)
+
+
+def fixed_bytes(canvas_yx, window_yx, n_slices, n_obj_modes, n_probe_modes, n_patterns,
+                complex_dtype=np.complex128, hist_length=10, data_on_device_bytes=0):
+    """Estimated memory (bytes) that does not scale with the batch size."""
+    c = np.dtype(complex_dtype).itemsize
+    params = (int(n_slices) * int(n_obj_modes) * int(canvas_yx[0]) * int(canvas_yx[1])
+              + int(n_probe_modes) * int(window_yx[0]) * int(window_yx[1])) * c + int(n_patterns) * 16
+    hist = _HIST_CAP if (hist_length is None or not math.isfinite(float(hist_length))) \
+        else min(int(hist_length), _HIST_CAP)
+    return params * (6 + 2 * hist) + int(data_on_device_bytes)
+
+
+def free_memory_bytes(bk):
+    """Free memory of the compute device in bytes.
+
+    GPU (CuPy): ``cupy.cuda.Device().mem_info`` free bytes plus the bytes
+    held free in CuPy's memory pool.  CPU: available host memory
+    (``psutil.virtual_memory().available``, else ``os.sysconf``).
+    """
+    if getattr(bk, "is_gpu", False):
+        import cupy
+
+        free, _total = cupy.cuda.Device().mem_info
+        return int(free) + int(cupy.get_default_memory_pool().free_bytes())
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def auto_compute_batch(free_bytes, per_pattern_bytes, fixed, memory_saturation, n_patterns):
+    """Largest batch B in 1..n_patterns with ``SAFETY (fixed + B per_pattern) <= saturation free``.
+
+    Never less than 1 (even when the estimate says nothing fits) and never
+    more than the number of patterns.
+
+    Raises ValueError for a non-positive per-pattern size, saturation outside
+    (0, 1] or fewer than one pattern.
+    """
+    if not per_pattern_bytes > 0:
+        raise ValueError(f"per_pattern_bytes must be > 0, got {per_pattern_bytes!r}")
+    if not 0 < memory_saturation <= 1:
+        raise ValueError(f"memory_saturation must be in (0, 1], got {memory_saturation!r}")
+    if int(n_patterns) < 1:
+        raise ValueError(f"n_patterns must be >= 1, got {n_patterns!r}")
+    budget = float(memory_saturation) * max(float(free_bytes), 0.0) / SAFETY - float(fixed)
+    b = int(budget // float(per_pattern_bytes)) if budget > 0 else 1
+    return max(1, min(b, int(n_patterns)))
+
+
+def resolve_compute_batch(p, bk, n_patterns, window_yx, canvas_yx, n_slices, n_obj_modes, n_probe_modes,
+                          complex_dtype, data_on_device_bytes=0, free_bytes=None):
+    """``compute_batch`` of validated parameters ``p`` as an int, and a log line.
+
+    An int is returned as given; "auto" is sized with
+    :func:`auto_compute_batch` from :func:`free_memory_bytes` (or
+    ``free_bytes`` when given) and ``p["memory_saturation"]``.
+    """
+    cb = p["compute_batch"]
+    if cb != "auto":
+        return int(cb), f"compute_batch {int(cb)}"
+    per = bytes_per_pattern(window_yx, n_slices, n_obj_modes, n_probe_modes, complex_dtype)
+    hist = p["hist_length"]
+    hist = 10 if callable(hist) else hist
+    fixed = fixed_bytes(canvas_yx, window_yx, n_slices, n_obj_modes, n_probe_modes, n_patterns, complex_dtype,
+                        hist, data_on_device_bytes)
+    free = free_memory_bytes(bk) if free_bytes is None else int(free_bytes)
+    b = auto_compute_batch(free, per, fixed, float(p["memory_saturation"]), n_patterns)
+    if not getattr(bk, "is_gpu", False):
+        b = max(1, min(b, int(CPU_MAX_BATCH_BYTES // per)))
+    return b, (f"compute_batch auto: {b} (free {free / 2**30:.2f} GiB x memory_saturation "
+               f"{p['memory_saturation']}, about {per / 2**20:.2f} MiB per pattern, {fixed / 2**20:.1f} MiB fixed)")
