@@ -3,7 +3,7 @@
 
 For every combination of window size N (probe window N x N px), number of
 slices S, number of probe modes Mp (one object mode) and complex dtype, this
-script times ONE call of :meth:`pypty.model.FarFieldModel.loss_and_grad` with
+script times ONE call of :meth:`pypty.model.MultisliceModel.loss_and_grad` with
 ``need=("obj", "probe", "positions")`` over P patterns in batches of B, and,
 in the same run, on the same backend, with the same B and dtype, a loop that
 does only the FFTs of that evaluation (see :func:`ffts_per_evaluation`) on
@@ -50,9 +50,8 @@ import time
 
 import numpy as np
 
-from pypty import operators as ops
 from pypty.backend import get_backend
-from pypty.model import FarFieldModel
+from pypty.model import MultisliceModel
 from pypty.physics import electron_wavelength_A
 from pypty.probe import make_probe
 
@@ -69,7 +68,7 @@ COUNTS = 1e4           # mean counts per pattern
 def ffts_per_evaluation(n_slices: int, probe_modes: int, object_modes: int = 1):
     """FFTs done by one ``loss_and_grad`` evaluation with all three gradients.
 
-    Read off :meth:`pypty.model.FarFieldModel.loss_and_grad` and the operators
+    Read off :meth:`pypty.model.MultisliceModel.loss_and_grad` and the operators
     it calls, per batch of B patterns:
 
     forward
@@ -220,10 +219,9 @@ def build_problem(bk, n, n_slices, probe_modes, cdt, n_patterns, seed=0, min_can
     data = rng.poisson(mean_pattern, (n_patterns, n, n)).astype(rdt)
 
     lam = electron_wavelength_A(VOLTAGE_KV)
-    kernels = [bk.asarray(ops.fresnel_kernel((n, n), (PIXEL_A, PIXEL_A), lam, SLICE_A), dtype=cdt)
-               for _ in range(n_slices - 1)]
-    model = FarFieldModel(bk, (n, n), canvas, kernels, cdt, loss_name="lsq_sqrt",
-                          eps=max(1e-6 * COUNTS / (n * n), 1e-12))
+    model = MultisliceModel(bk, (n, n), canvas, (PIXEL_A, PIXEL_A), lam, (SLICE_A,) * n_slices, cdt,
+                            loss_name="lsq_sqrt", eps=max(1e-6 * COUNTS / (n * n), 1e-12))
+    probe = probe[None]  # (subscans = 1, Mp, N, N)
     return model, bk.asarray(obj), bk.asarray(probe), bk.asarray(pos), bk.asarray(data)
 
 
@@ -289,7 +287,8 @@ def profile_one(bk, n, n_slices, probe_modes, cdt, n_patterns, batch, repeat, mi
     get_data = lambda idx: data[xp.asarray(idx)]  # noqa: E731
 
     def evaluate():
-        model.loss_and_grad(obj, probe, pos, batches, get_data, need=("obj", "probe", "positions"))
+        model.loss_and_grad({"obj": obj, "probe": probe, "positions": pos}, batches, get_data,
+                            need=("obj", "probe", "positions"))
         _sync(bk)
 
     evaluate()
@@ -308,7 +307,7 @@ def profile_one(bk, n, n_slices, probe_modes, cdt, n_patterns, batch, repeat, mi
         rows.append((label, ct))
     rows.append(("other: inline elementwise, mode sums, data fetch, allocation", total - sum(r[1] for r in rows)))
     # largest builtins called directly from the model's own code (part of "other")
-    inline = ("loss_and_grad", "_multislice", "propagate", "propagate_adjoint", "shift_probe", "farfield",
+    inline = ("loss_and_grad", "_forward", "_backward", "propagate", "propagate_adjoint", "shift_probe", "farfield",
               "farfield_adjoint")
     detail = {}
     for (f, _, name), v in stats.items():
@@ -386,7 +385,7 @@ def run_one(bk, n, n_slices, probe_modes, cdt, n_patterns, batch, repeat, min_ca
     need = ("obj", "probe", "positions")
 
     def evaluate():
-        return model.loss_and_grad(obj, probe, pos, batches, get_data, need=need)
+        return model.loss_and_grad({"obj": obj, "probe": probe, "positions": pos}, batches, get_data, need=need)
 
     bound = fft_bound_fn(bk, n, n_slices, probe_modes, cdt, batches)
     # warm-up: one untimed evaluation that also checks the FFT count and measures the peak memory

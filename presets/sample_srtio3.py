@@ -204,6 +204,7 @@ def main(argv=None):
     params = pypty_params(args.data, output_folder)
     if args.epochs is not None:
         params["epoch_max"] = args.epochs
+    params["overwrite_output"] = True  # a demo: running it again replaces its own previous run
     os.makedirs(output_folder, exist_ok=True)
     t0 = time.perf_counter()
     result = pypty.iterative.run(params)

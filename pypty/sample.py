@@ -77,6 +77,7 @@ def main(argv=None):
     if args.epochs < 1 or args.slices < 1:
         ap.error("--epochs and --slices must be >= 1")
     params = sample_params(args.out, args.epochs, args.slices)
+    params["overwrite_output"] = True  # a demo: running it again replaces its own previous run
     result = pypty.iterative.run(params)
     png = os.path.join(args.out, "summary.png")
     summary_figure(result, params["pixel_size_x_A"], png)
