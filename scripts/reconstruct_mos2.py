@@ -95,6 +95,7 @@ def main(argv=None):
         compute_batch=args.batch, update_obj=1, update_probe=1,
         update_probe_pos=(f"lambda e: 1 if e >= {args.positions_from} else 0" if args.refine_positions else 0),
         output_folder=args.out, print_flag=1, default_dtype="single" if args.single else "double",
+        overwrite_output=True,
     )
     t = time.perf_counter()
     res = pypty.iterative.run(params)
@@ -104,14 +105,23 @@ def main(argv=None):
     lo = np.floor(centres.min(axis=0)).astype(int)
     hi = np.ceil(centres.max(axis=0)).astype(int) + 1
     r, best = score(phase, gt, margin, n_det, lo, hi)
-    err0 = np.sqrt(np.mean(np.sum((pos0 - true_corner) ** 2, axis=1)))
-    pos1 = res["positions"]
+    d0 = pos0 - true_corner
+    err0 = np.sqrt(np.mean(np.sum((d0 - d0.mean(axis=0)) ** 2, axis=1)))
+    pos1 = res["positions"] + res["position_offset"]  # in the frame of pos0
     d = pos1 - true_corner
-    d -= d.mean(axis=0)  # a global shift of all positions is not observable
+    drift = d.mean(axis=0) - d0.mean(axis=0)  # a global shift of all positions is not observable
+    d -= d.mean(axis=0)
     err1 = np.sqrt(np.mean(np.sum(d**2, axis=1)))
+    # the object moves with that global shift: undo it (sub-pixel Fourier shift) before scoring again
+    ky = np.fft.fftfreq(phase.shape[0])[:, None]
+    kx = np.fft.fftfreq(phase.shape[1])[None, :]
+    back = np.fft.ifft2(np.fft.fft2(phase) * np.exp(2j * np.pi * (ky * drift[0] + kx * drift[1]))).real
+    r_shift, _ = score(back, gt, margin, n_det, lo, hi)
     print(json.dumps(dict(epochs=args.epochs, slices=n_sl, algorithm=args.algorithm, wall_s=round(wall, 1),
                           final_loss=res["loss"][-1], first_loss=res["loss"][0], corr_known_offset=round(float(r), 4),
                           best_corr_offset=[round(float(best[0]), 4), int(best[1]), int(best[2])],
+                          corr_after_removing_global_shift=round(float(r_shift), 4),
+                          global_shift_px=[round(float(v), 3) for v in drift],
                           pos_rms_err_px_before=round(float(err0), 4), pos_rms_err_px_after=round(float(err1), 4))))
     return res
 
