@@ -54,6 +54,7 @@ from pypty.backend import get_backend
 from pypty.model import MultisliceModel
 from pypty.physics import electron_wavelength_A
 from pypty.probe import make_probe
+from pypty.propagation import scheme_steps
 
 # Physical parameters of the synthetic experiment (values only need to be plausible).
 PIXEL_A = 0.2          # reconstruction pixel size, Å
@@ -65,7 +66,7 @@ COUNTS = 1e4           # mean counts per pattern
 
 
 # --------------------------------------------------------------------------- FFT count
-def ffts_per_evaluation(n_slices: int, probe_modes: int, object_modes: int = 1):
+def ffts_per_evaluation(n_slices: int, probe_modes: int, object_modes: int = 1, propmethod: str = "multislice"):
     """FFTs done by one ``loss_and_grad`` evaluation with all three gradients.
 
     Read off :meth:`pypty.model.MultisliceModel.loss_and_grad` and the operators
@@ -95,11 +96,13 @@ def ffts_per_evaluation(n_slices: int, probe_modes: int, object_modes: int = 1):
         ``sequence`` : list of ``(kind, "probe" | "wave")`` per batch, in the
             order the model does them ("probe": B * Mp images, "wave": B * Mo * Mp images).
     """
-    s = int(n_slices)
+    # propagations of the splitting scheme: S - 1 for multislice, S for better_multislice,
+    # 4 S - 1 for yoshida (pypty.propagation.scheme_steps); tilts add no transform
+    n_prop = sum(1 for st in scheme_steps(propmethod, [SLICE_A] * int(n_slices)) if st.kind == "P")
     seq = [("ifft2", "probe")]
-    seq += [("fft2", "wave"), ("ifft2", "wave")] * (s - 1)
+    seq += [("fft2", "wave"), ("ifft2", "wave")] * n_prop
     seq += [("fft2", "wave"), ("ifft2", "wave")]          # farfield, farfield_adjoint
-    seq += [("fft2", "wave"), ("ifft2", "wave")] * (s - 1)
+    seq += [("fft2", "wave"), ("ifft2", "wave")] * n_prop
     seq += [("fft2", "probe")]
     mp, mo = int(probe_modes), int(object_modes)
     per_pattern = sum(mp if what == "probe" else mo * mp for _, what in seq)
@@ -125,7 +128,7 @@ class _CountingBackend:
         return self._bk.ifft2(a)
 
 
-def check_fft_count(model, evaluate, n_patterns, n_slices, probe_modes):
+def check_fft_count(model, evaluate, n_patterns, n_slices, probe_modes, propmethod="multislice"):
     """Run one evaluation with a counting backend; raise if the FFT count differs from the docstring's."""
     counting = _CountingBackend(model.bk)
     model.bk, bk = counting, model.bk
@@ -133,7 +136,7 @@ def check_fft_count(model, evaluate, n_patterns, n_slices, probe_modes):
         evaluate()
     finally:
         model.bk = bk
-    c = ffts_per_evaluation(n_slices, probe_modes)
+    c = ffts_per_evaluation(n_slices, probe_modes, propmethod=propmethod)
     expected = n_patterns * c["per_pattern"] + c["per_evaluation"]
     if counting.images != expected:
         raise RuntimeError(f"the model did {counting.images} N x N transforms, ffts_per_evaluation() "
@@ -192,7 +195,8 @@ def default_batch(n):
     return 64 if n <= 64 else 32
 
 
-def build_problem(bk, n, n_slices, probe_modes, cdt, n_patterns, seed=0, min_canvas=0):
+def build_problem(bk, n, n_slices, probe_modes, cdt, n_patterns, seed=0, min_canvas=0, propmethod="multislice",
+                  tilts=False):
     """Model, object, probe, positions and data for one configuration.
 
     The scan is a raster of ceil(sqrt(P)) x ceil(sqrt(P)) positions with a
@@ -220,9 +224,11 @@ def build_problem(bk, n, n_slices, probe_modes, cdt, n_patterns, seed=0, min_can
 
     lam = electron_wavelength_A(VOLTAGE_KV)
     model = MultisliceModel(bk, (n, n), canvas, (PIXEL_A, PIXEL_A), lam, (SLICE_A,) * n_slices, cdt,
-                            loss_name="lsq_sqrt", eps=max(1e-6 * COUNTS / (n * n), 1e-12))
+                            loss_name="lsq_sqrt", eps=max(1e-6 * COUNTS / (n * n), 1e-12), propmethod=propmethod,
+                            tilt_types=("before", "inside", "after") if tilts else ())
     probe = probe[None]  # (subscans = 1, Mp, N, N)
-    return model, bk.asarray(obj), bk.asarray(probe), bk.asarray(pos), bk.asarray(data)
+    extra = {"tilts": bk.asarray(rng.normal(0.0, 2.0, (n_patterns, 6)))} if tilts else {}  # mrad, all types
+    return model, bk.asarray(obj), bk.asarray(probe), bk.asarray(pos), bk.asarray(data), extra
 
 
 def make_batches(n_patterns, batch):
@@ -230,10 +236,10 @@ def make_batches(n_patterns, batch):
     return [seq[i:i + batch] for i in range(0, n_patterns, batch)]
 
 
-def fft_bound_fn(bk, n, n_slices, probe_modes, cdt, batches, object_modes=1, seed=1):
+def fft_bound_fn(bk, n, n_slices, probe_modes, cdt, batches, object_modes=1, seed=1, propmethod="multislice"):
     """A callable doing exactly the FFTs of one evaluation, on arrays of the same shapes."""
     rng = np.random.default_rng(seed)
-    seq = ffts_per_evaluation(n_slices, probe_modes, object_modes)["sequence"]
+    seq = ffts_per_evaluation(n_slices, probe_modes, object_modes, propmethod)["sequence"]
     sizes = sorted({len(b) for b in batches})
 
     def rnd(shape):
@@ -280,8 +286,8 @@ def profile_one(bk, n, n_slices, probe_modes, cdt, n_patterns, batch, repeat, mi
     import cProfile
     import pstats
 
-    model, obj, probe, pos, data = build_problem(bk, n, n_slices, probe_modes, cdt, n_patterns,
-                                                 min_canvas=min_canvas)
+    model, obj, probe, pos, data, _ = build_problem(bk, n, n_slices, probe_modes, cdt, n_patterns,
+                                                    min_canvas=min_canvas)
     xp = bk.xp
     batches = make_batches(n_patterns, batch)
     get_data = lambda idx: data[xp.asarray(idx)]  # noqa: E731
@@ -371,25 +377,28 @@ def header(bk, args):
     else:
         backend += f" (scipy.fft, workers={bk.workers})"
     return (f"date: {now} | machine: {machine} | backend: {backend} | {libs} | "
-            f"git: {_git_commit()} | patterns: {args.patterns} | canvas: {args.canvas or 'fits the scan'} | repeat: {args.repeat} (median after 1 warm-up) | "
+            f"git: {_git_commit()} | model: {args.propmethod}{' + tilts (all types, refined)' if args.tilts else ''} | patterns: {args.patterns} | canvas: {args.canvas or 'fits the scan'} | repeat: {args.repeat} (median after 1 warm-up) | "
             f"python {platform.python_version()} | load average at start: {_loadavg()}")
 
 
 # --------------------------------------------------------------------------- main
-def run_one(bk, n, n_slices, probe_modes, cdt, n_patterns, batch, repeat, min_canvas=0):
-    model, obj, probe, pos, data = build_problem(bk, n, n_slices, probe_modes, cdt, n_patterns,
-                                                 min_canvas=min_canvas)
+def run_one(bk, n, n_slices, probe_modes, cdt, n_patterns, batch, repeat, min_canvas=0, propmethod="multislice",
+            tilts=False):
+    model, obj, probe, pos, data, extra = build_problem(bk, n, n_slices, probe_modes, cdt, n_patterns,
+                                                        min_canvas=min_canvas, propmethod=propmethod, tilts=tilts)
     xp = bk.xp
     batches = make_batches(n_patterns, batch)
     get_data = lambda idx: data[xp.asarray(idx)]  # noqa: E731  (as prepare.py does on a GPU)
-    need = ("obj", "probe", "positions")
+    need = ("obj", "probe", "positions") + (("tilts",) if tilts else ())
+    arrays = {"obj": obj, "probe": probe, "positions": pos, **extra}
 
     def evaluate():
-        return model.loss_and_grad({"obj": obj, "probe": probe, "positions": pos}, batches, get_data, need=need)
+        return model.loss_and_grad(arrays, batches, get_data, need=need)
 
-    bound = fft_bound_fn(bk, n, n_slices, probe_modes, cdt, batches)
+    bound = fft_bound_fn(bk, n, n_slices, probe_modes, cdt, batches, propmethod=propmethod)
     # warm-up: one untimed evaluation that also checks the FFT count and measures the peak memory
-    peak = _peak_memory(bk, lambda: check_fft_count(model, evaluate, n_patterns, n_slices, probe_modes))
+    peak = _peak_memory(bk, lambda: check_fft_count(model, evaluate, n_patterns, n_slices, probe_modes,
+                                                    propmethod))
     bound()
     t_model, t_fft = _time_pair(bk, evaluate, bound, repeat)
     if bk.is_gpu:
@@ -397,7 +406,7 @@ def run_one(bk, n, n_slices, probe_modes, cdt, n_patterns, batch, repeat, min_ca
     return {
         "N": n, "slices": n_slices, "modes": probe_modes, "dtype": np.dtype(cdt).name, "batch": batch,
         "model": n_patterns / t_model, "fft": n_patterns / t_fft, "ratio": t_fft / t_model,
-        "peak_MiB": peak / 2**20, "ffts": ffts_per_evaluation(n_slices, probe_modes)["per_pattern"],
+        "peak_MiB": peak / 2**20, "ffts": ffts_per_evaluation(n_slices, probe_modes, propmethod=propmethod)["per_pattern"],
     }
 
 
@@ -419,6 +428,10 @@ def main(argv=None):
                     help="minimum object canvas side in px (default: just large enough for the scan); "
                          "shows how the cost of the object gradient's scatter-add grows with the canvas")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--propmethod", default="multislice", choices=["multislice", "better_multislice", "yoshida"],
+                    help="splitting scheme of the model")
+    ap.add_argument("--tilts", action="store_true",
+                    help="per-pattern tilts of all three types in the model, refined too")
     ap.add_argument("--profile", action="store_true",
                     help="instead of the table: cProfile breakdown of one evaluation per configuration")
     args = ap.parse_args(argv)
@@ -460,7 +473,8 @@ def main(argv=None):
         for s in args.slices:
             for mp in args.modes:
                 for dt in args.dtypes:
-                    r = run_one(bk, n, s, mp, np.dtype(dt), args.patterns, batch, args.repeat, args.canvas)
+                    r = run_one(bk, n, s, mp, np.dtype(dt), args.patterns, batch, args.repeat, args.canvas,
+                                args.propmethod, args.tilts)
                     if args.markdown:
                         print(f"| {r['N']} | {r['slices']} | {r['modes']} | {r['dtype']} | {r['batch']} "
                               f"| {r['ffts']} | {r['model']:.1f} | {r['fft']:.1f} | {r['ratio']:.2f} "

@@ -238,7 +238,8 @@ class MultisliceModel:
         corners, frac = split_positions(xp, arrays["positions"][bidx_dev], self.window_yx, self.canvas_yx,
                                         subpixel)
         idx = ops.patch_indices(xp, corners, self.window_yx, self.canvas_yx)
-        patches = ops.extract_patches(xp, obj, idx)  # (S, B, Mo, Y, X)
+        # one gather per distinct transmission exponent (only 1 except for yoshida): (S, B, Mo, Y, X)
+        patches = {w: ops.extract_patches(xp, o, idx) for w, o in arrays["_powered"].items()}
         ramp = ops.shift_ramp(xp, self._kyx_px, frac, self._cdt)  # (B, Y, X)
         pn, ctf = self._probe_spectra(probe_hat, arrays, bidx, bidx_dev)
         psi = bk.ifft2(pn * ramp[:, None])  # (B, Mp, Y, X)
@@ -252,7 +253,7 @@ class MultisliceModel:
         trace = []
         for st in self.steps:
             if st.kind == "T":
-                u = prop.transmission_power(xp, patches[st.slice_index], st.weight)
+                u = patches[st.weight][st.slice_index]
                 trace.append((st, psi if keep else None, u))
                 psi = psi * u[:, :, None]
             else:
@@ -284,7 +285,7 @@ class MultisliceModel:
             model = model + (bg * self.background_mask)[None].astype(model.dtype, copy=False)
         if self.compressed:
             model = det.compress(xp, model, self.masks)
-        cache = dict(bidx_dev=bidx_dev, idx=idx, patches=patches, ramp=ramp, pn=pn, ctf=ctf, psi0=psi0,
+        cache = dict(bidx_dev=bidx_dev, idx=idx, ramp=ramp, pn=pn, ctf=ctf, psi0=psi0,
                      e_before=e_before, e_after=e_after, t_inside=t_inside, trace=trace, psi_exit=psi,
                      field=field_, h=h, inten=inten)
         return model, cache
@@ -304,8 +305,8 @@ class MultisliceModel:
         real array: patterns (B, Yd, Xd) in FFT order, or signals (B, M) for
         compressed data.
         """
-        xp = self.bk.xp
         probe_hat = self.bk.fft2(arrays["probe"])
+        arrays = dict(arrays, _powered=self._powered(arrays["obj"]))
         return self._forward(arrays, probe_hat, np.asarray(idx), subpixel, keep=False)[0]
 
     def loss_and_grad(self, arrays, batches, get_data, need=(), weight=1.0, subpixel=True):
@@ -337,9 +338,11 @@ class MultisliceModel:
         need = set(need)
         obj, probe = arrays["obj"], arrays["probe"]
         probe_hat = bk.fft2(probe)
+        arrays = dict(arrays, _powered=self._powered(obj))
         g = {}
-        if "obj" in need:
-            g["obj"] = xp.zeros((obj.shape[0], obj.shape[1], obj.shape[2] * obj.shape[3]), dtype=obj.dtype)
+        if "obj" in need:  # accumulated per transmission exponent w, i.e. w.r.t. O^w on the canvas
+            flat = (obj.shape[0], obj.shape[1], obj.shape[2] * obj.shape[3])
+            g["_powered"] = {w: xp.zeros(flat, dtype=obj.dtype) for w in arrays["_powered"]}
         if "probe" in need:
             g["probe"] = xp.zeros_like(probe_hat)
         for name in ("positions", "tilts", "beam_current", "static_background", "aberrations_array"):
@@ -355,15 +358,27 @@ class MultisliceModel:
             if need:
                 self._backward(arrays, probe_hat, bidx, c, dl * weight, need, g)
         grads = {}
+        if "obj" in need:
+            gp = g.pop("_powered")
+            g_obj = None
+            for w, gw in gp.items():  # chain rule through O^w: G_O = conj(w O^w / O) G_(O^w)
+                gw = gw.reshape(obj.shape)
+                if w != 1.0:
+                    gw = prop.transmission_power_grad(xp, obj, arrays["_powered"][w], w, gw)
+                g_obj = gw if g_obj is None else g_obj + gw
+            g["obj"] = g_obj
         for name, val in g.items():
-            if name == "obj":
-                val = val.reshape(obj.shape)
-            elif name == "probe":
+            if name == "probe":
                 val = bk.ifft2(val).astype(probe.dtype, copy=False)
-            else:
+            elif name != "obj":
                 val = val.astype(arrays[name].dtype, copy=False)
             grads[name] = val
         return float(total) * float(weight), grads
+
+    def _powered(self, obj):
+        """``{w: O^w}`` on the whole canvas for the transmission exponents of the scheme (w = 1: O itself)."""
+        weights = sorted({st.weight for st in self.steps if st.kind == "T"})
+        return {w: prop.transmission_power(self.bk.xp, obj, w) for w in weights}
 
     def _loss(self, model, data):
         xp = self.bk.xp
@@ -399,14 +414,13 @@ class MultisliceModel:
                                det.tilt_phase_gradient(xp, chi, c["psi_exit"], self._ryx_A, self.wavelength_A))
             chi = chi * c["e_after"].conj()[:, None, None]
         to_probe = bool(need & {"probe", "positions", "aberrations_array", "tilts"})
-        patches, idx = c["patches"], c["idx"]
+        idx = c["idx"]
         for i in range(len(c["trace"]) - 1, -1, -1):
             st, saved, op = c["trace"][i]
             if st.kind == "T":
                 if "obj" in need:
                     g_u = xp.sum(saved.conj() * chi, axis=2)  # (B, Mo, Y, X)
-                    g_patch = prop.transmission_power_grad(xp, patches[st.slice_index], op, st.weight, g_u)
-                    ops.scatter_patches(xp, g["obj"][st.slice_index], g_patch, idx)
+                    ops.scatter_patches(xp, g["_powered"][st.weight][st.slice_index], g_u, idx)
                 if i == 0 and not to_probe:
                     return
                 chi = chi * op.conj()[:, :, None]
