@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import numpy as np
 
 __all__ = ["atomic_write_bytes", "atomic_path", "save_npy_atomic", "write_json_atomic", "LossLog",
-           "CHECKPOINT_NAMES", "checkpoint_name"]
+           "CHECKPOINT_NAMES", "checkpoint_name", "remove_stale_temporaries"]
 
 #: Checkpoint file names (contract of ``save_inter_checkpoints``).
 CHECKPOINT_NAMES = {"obj": "co.npy", "probe": "cp.npy", "positions": "cg.npy", "tilts": "ct.npy",
@@ -121,3 +121,23 @@ class LossLog:
 
     def close(self):
         self._fh.close()
+
+
+def remove_stale_temporaries(folder: str) -> list:
+    """Delete temporary files left in ``folder`` by atomic writes that were killed mid-write.
+
+    Only names of the form ``.<file>.<random>.tmp`` (the pattern of this
+    module's writers) directly inside ``folder`` are removed; call it before a
+    run starts writing there (pypty refuses two runs in one folder).
+
+    Returns the removed file names.
+    """
+    removed = []
+    if not folder or not os.path.isdir(folder):
+        return removed
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3 and os.path.isfile(path):
+            os.unlink(path)
+            removed.append(name)
+    return removed

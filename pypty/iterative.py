@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .backend import get_backend
 from .epoch_eval import resolve
-from .io import LossLog, checkpoint_name, save_npy_atomic, write_json_atomic
+from .io import LossLog, checkpoint_name, remove_stale_temporaries, save_npy_atomic, write_json_atomic
 from .optimizer import LBFGS, norm
 from .outputs import check_plain_folder, resolve_output_folder
 from .parameters import to_jsonable, validate
@@ -410,6 +410,9 @@ def run(pypty_params: Mapping) -> dict:
                 probe_modes=int(st.arrays["probe"].shape[1]), obj_modes=int(st.arrays["obj"].shape[1]))
     out = resolve_output_folder(p, info)
     if out:
+        stale = remove_stale_temporaries(out)  # left by a run killed mid-write (never the latest files)
+        if stale and pf >= 2:
+            tqdm.write(f"removed {len(stale)} temporary file(s) of an interrupted write from {out}")
         record = {"pypty_version": __version__, "backend": bk.name, "params": to_jsonable(p)}
         write_json_atomic(os.path.join(out, "params.json"), record)
     r = _Run(p, st)

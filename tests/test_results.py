@@ -189,6 +189,15 @@ def test_kill_mid_write_never_leaves_a_corrupt_latest_file(tmp_path):
         leftovers += len([f for f in os.listdir(folder) if f.endswith(".tmp")])
     assert last >= 1
     print(f"kill test: {leftovers} temporary file(s) left by kills during a write; latest files always complete")
+    # the next run in that folder removes them (and only them)
+    from pypty.io import remove_stale_temporaries
+
+    open(os.path.join(folder, ".hidden_user_file"), "w").close()
+    before = {f for f in os.listdir(folder) if f.endswith(".tmp")}
+    removed = set(remove_stale_temporaries(folder))
+    assert removed == before
+    assert not [f for f in os.listdir(folder) if f.endswith(".tmp")]
+    assert {"results.h5", "co.npy", ".hidden_user_file"} <= set(os.listdir(folder))
 
 
 def test_output_folder_naming_and_no_overwrite(small, tmp_path):

@@ -194,3 +194,21 @@ def test_bad_combinations_name_the_parameter(small, tmp_path):
         p.update(kw)
         with pytest.raises(PyptyParameterError, match=f"'{name}'"):
             pypty.iterative.run(p)
+
+
+def test_remaining_array_parameters_are_never_modified(small):
+    """masks and 2D compressed data, defocus_array, mean_pattern, beam_ctf are left untouched too."""
+    obj, probe, pos, data = small
+    masks = np.random.default_rng(0).uniform(0, 1, (3, WIN, WIN))
+    signals = np.einsum("nyx,myx->nm", data, masks)
+    defocus = np.linspace(50, 90, len(pos))
+    mean = data.mean(axis=0)
+    ctf = np.sqrt(mean) * np.exp(0.1j)
+    kept = {"masks": masks, "signals": signals, "defocus": defocus, "mean": mean, "ctf": ctf, "data": data}
+    before = copy.deepcopy(kept)
+    pypty.iterative.run(base_params(signals, pos, probe, algorithm="lsq_compressed", masks=masks, epoch_max=1))
+    pypty.iterative.run(base_params(data, pos, probe, recon_type="near_field", defocus_array=defocus, epoch_max=1))
+    pypty.iterative.run(base_params(data, pos, None, mean_pattern=mean, epoch_max=1))
+    pypty.iterative.run(base_params(data, pos, None, beam_ctf=ctf, epoch_max=1))
+    for key, val in before.items():
+        np.testing.assert_array_equal(kept[key], val, err_msg=key)
