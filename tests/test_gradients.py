@@ -31,8 +31,9 @@ def _problem(bk, loss="lsq_sqrt", seed=0, **cfg):
     n_probes = cfg.pop("probe_marker", 0)
     if n_probes:
         kw["probe_marker"] = np.array([0, 1, 1, 0, 1])
-    if cfg.pop("tilts", None) is not None:
-        kw["tilt_types"] = ("before", "inside", "after")
+    tilts = cfg.pop("tilts", None)
+    if tilts is not None:
+        kw["tilt_types"] = ("before", "inside", "after") if tilts is True else (tilts,)
     tilt_rows = cfg.pop("tilt_rows", N)
     if "tilt_types" in kw:
         arrays["tilts"] = bk.asarray(rng.normal(0, 4.0, (tilt_rows, 6)))
@@ -101,6 +102,9 @@ def test_gradient_matches_central_differences(bk, loss, name):
 FEATURES = {
     "tilts": (dict(tilts=True), ["tilts", "obj", "probe", "positions"]),
     "global_tilt": (dict(tilts=True, tilt_rows=1), ["tilts"]),
+    "tilt_before_only": (dict(tilts="before"), ["tilts", "probe"]),
+    "tilt_inside_only": (dict(tilts="inside"), ["tilts", "obj"]),
+    "tilt_after_only": (dict(tilts="after"), ["tilts", "positions"]),
     "beam_current": (dict(beam_current=True), ["beam_current", "obj", "probe"]),
     "background": (dict(background=True), ["static_background", "obj"]),
     "aberrations": (dict(aberrations=True), ["aberrations_array", "probe", "positions"]),
