@@ -243,6 +243,10 @@ def _build(p, bk, source, cdt, rdt, say, compressed):
     if np.any(tilts != 0) or may_be_on(p["update_tilts"]):
         arrays["tilts"] = bk.asarray(tilts)
         kw["tilt_types"] = tilt_types
+        if "inside" in tilt_types and n_slices == 1 and p["propmethod"] == "multislice":
+            warnings.warn(f"parameter 'tilt_mode': {p['tilt_mode']} uses tilts inside the specimen, but with "
+                          f"num_slices = 1 and propmethod 'multislice' there is no propagation inside it, so "
+                          f"they have no effect (use tilt_mode 2 for a beam tilt, or more slices)", stacklevel=4)
     if p["beam_current"] is not None or may_be_on(p["update_beam_current"]):
         bc = np.ones(n) if p["beam_current"] is None else np.array(p["beam_current"], dtype=np.float64)
         if bc.shape != (n,):

@@ -70,6 +70,7 @@ def test_tune_only_probe_phase_keeps_the_aperture(small):
     np.testing.assert_allclose(np.exp(1j * (np.angle(p1) - ph0))[ok].imag, 0, atol=1e-8)
 
 
+@pytest.mark.filterwarnings("ignore:parameter 'tilt_mode'")  # inside tilts with one slice: warned, by design
 def test_user_arrays_are_never_modified(small, tmp_path):
     """Every array parameter is left untouched by a run that refines everything."""
     obj, probe, pos, data = small
@@ -212,3 +213,9 @@ def test_remaining_array_parameters_are_never_modified(small):
     pypty.iterative.run(base_params(data, pos, None, beam_ctf=ctf, epoch_max=1))
     for key, val in before.items():
         np.testing.assert_array_equal(kept[key], val, err_msg=key)
+
+
+def test_inside_tilts_without_propagation_warn(small):
+    obj, probe, pos, data = small
+    with pytest.warns(UserWarning, match="tilt_mode"):
+        pypty.iterative.run(base_params(data, pos, probe, update_tilts=1, tilt_mode=0, epoch_max=1))
