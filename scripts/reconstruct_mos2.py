@@ -66,6 +66,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--single", action="store_true", help="complex64")
     ap.add_argument("--out", default="runs/mos2")
+    ap.add_argument("--background", action="store_true", help="refine a static background (from epoch 5)")
+    ap.add_argument("--beam-current", action="store_true", help="refine the beam current (from epoch 5)")
+    ap.add_argument("--tilt", action="store_true", help="refine a global beam tilt (tilt_mode 2, from epoch 5)")
     args = ap.parse_args(argv)
 
     meta, data, nominal, true, gt = load(args.data)
@@ -97,6 +100,12 @@ def main(argv=None):
         output_folder=args.out, print_flag=1, default_dtype="single" if args.single else "double",
         overwrite_output=True,
     )
+    if args.background:
+        params.update(static_background=1e-3, update_static_background="lambda e: e >= 5")
+    if args.beam_current:
+        params.update(update_beam_current="lambda e: e >= 5")
+    if args.tilt:
+        params.update(tilt_mode=2, tilts=np.zeros((1, 6)), update_tilts="lambda e: e >= 5")
     t = time.perf_counter()
     res = pypty.iterative.run(params)
     wall = time.perf_counter() - t
@@ -122,7 +131,13 @@ def main(argv=None):
                           best_corr_offset=[round(float(best[0]), 4), int(best[1]), int(best[2])],
                           corr_after_removing_global_shift=round(float(r_shift), 4),
                           global_shift_px=[round(float(v), 3) for v in drift],
-                          pos_rms_err_px_before=round(float(err0), 4), pos_rms_err_px_after=round(float(err1), 4))))
+                          pos_rms_err_px_before=round(float(err0), 4), pos_rms_err_px_after=round(float(err1), 4),
+                          **({"background_mean_counts": round(float(res["static_background"].mean()), 4)}
+                             if "static_background" in res else {}),
+                          **({"beam_current_std": round(float(np.std(res["beam_current"])), 5)}
+                             if "beam_current" in res else {}),
+                          **({"tilt_mrad": [round(float(v), 3) for v in res["tilts"][0, :2]]}
+                             if "tilts" in res else {}))))
     return res
 
 
