@@ -309,6 +309,7 @@ def test_affix_choices_match_parameter_table():
     assert set(FIGURE_CHOICES) == set(FIGURES) | {"all"} and set(TIFF_CHOICES) == set(TIFF_QUANTITIES)
 
 
+@pytest.mark.filterwarnings("ignore:parameter 'tilt_mode'")  # inside tilts with one slice: warned, by design
 def test_restart_is_bit_identical_with_every_refinable_array(small, tmp_path):
     """Reparametrised blocks (phase-only object, probe CTF, background b^2) and the issue-3 arrays restart exactly."""
     out = str(tmp_path / "all")
