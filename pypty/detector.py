@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .operators import yx_moments
+
 __all__ = ["window_coordinates_A", "tilt_phase", "tilt_phase_gradient",
            "near_field_transfer", "bin_pattern", "bin_pattern_adjoint",
            "compress", "compress_adjoint"]
@@ -62,13 +64,7 @@ def tilt_phase_gradient(xp, g, wave, ryx_A, wavelength_A):
 
     g, wave : complex (B, ..., Y, X) (gradient at and value of the tilted wave).
     """
-    ry, rx = ryx_A
-    q = (g.conj() * wave).imag
-    q = q.reshape((q.shape[0], -1) + q.shape[-2:]).sum(axis=1)
-    c = -2 * np.pi * 1e-3 / wavelength_A
-    gy = c * xp.sum(q * ry[None], axis=(1, 2), dtype=xp.float64)
-    gx = c * xp.sum(q * rx[None], axis=(1, 2), dtype=xp.float64)
-    return xp.stack([gy, gx], axis=1)
+    return yx_moments(xp, (g.conj() * wave).imag, ryx_A, -2 * np.pi * 1e-3 / wavelength_A)
 
 
 # --------------------------------------------------------------------------- near field

@@ -234,7 +234,7 @@ class MultisliceModel:
         """Forward pass of one batch; returns (measured-quantity model, cache for the backward pass)."""
         bk, xp = self.bk, self.bk.xp
         bidx_dev = xp.asarray(bidx)
-        obj, tilts = arrays["obj"], arrays.get("tilts")
+        tilts = arrays.get("tilts")
         corners, frac = split_positions(xp, arrays["positions"][bidx_dev], self.window_yx, self.canvas_yx,
                                         subpixel)
         idx = ops.patch_indices(xp, corners, self.window_yx, self.canvas_yx)

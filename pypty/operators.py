@@ -26,7 +26,7 @@ __all__ = [
     "bandlimit_mask", "fresnel_kernel", "propagate", "propagate_adjoint",
     "shift_ramp", "shift_probe", "shift_probe_adjoint", "shift_gradient",
     "patch_indices", "extract_patches", "scatter_patches",
-    "farfield", "farfield_adjoint",
+    "farfield", "farfield_adjoint", "yx_moments",
 ]
 
 
@@ -163,15 +163,27 @@ def shift_gradient(xp, g_hat_shifted, probe_hat, kyx):
     -------
     array, float64, shape (B, 2)
     """
-    ky, kx = kyx
     if probe_hat.ndim == 3:
         probe_hat = probe_hat[None]
     q = xp.sum(g_hat_shifted.conj() * probe_hat, axis=1)  # (B, Y, X)
     # Re(q * (-2 pi i k)) = 2 pi k Im(q)
-    qi = q.imag
-    gy = 2 * np.pi * xp.sum(qi * ky[None], axis=(1, 2), dtype=xp.float64)
-    gx = 2 * np.pi * xp.sum(qi * kx[None], axis=(1, 2), dtype=xp.float64)
-    return xp.stack([gy, gx], axis=1)
+    return yx_moments(xp, q.imag, kyx, 2 * np.pi)
+
+
+def yx_moments(xp, q, wyx, scale=1.0):
+    """``scale * (sum q w_y, sum q w_x)`` per batch entry, for separable weights.
+
+    The gradients of shifts and tilts all have this form (a weighted sum of
+    ``Im(conj(G) z)`` with a coordinate or frequency as weight).
+
+    q : real (B, ..., Y, X) (leading extra axes, e.g. modes, are summed);
+    wyx : (w_y (Y, 1), w_x (1, X)).  Returns float64 (B, 2).
+    """
+    wy, wx = wyx
+    q = q.reshape((q.shape[0], -1) + q.shape[-2:]).sum(axis=1, dtype=xp.float64)  # (B, Y, X)
+    gy = q.sum(axis=2) @ wy[:, 0].astype(xp.float64)  # separable: one reduction per axis
+    gx = q.sum(axis=1) @ wx[0].astype(xp.float64)
+    return scale * xp.stack([gy, gx], axis=1)
 
 
 # --------------------------------------------------------------------------- transmit

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -25,9 +25,9 @@ from .memory import resolve_compute_batch
 from .model import TILT_TYPES, MultisliceModel, tilt_types_for_mode
 from .parameters import PyptyParameterError
 from .physics import electron_wavelength_A
-from .probe import KRIVANEK_NAMES, aberration_phase, aberrations_as_dict
+from .probe import KRIVANEK_NAMES
 
-__all__ = ["Setup", "build_setup", "probe_from_mean_pattern", "ensure_margin", "may_be_on"]
+__all__ = ["Setup", "build_setup", "ensure_margin", "may_be_on"]
 
 
 @dataclass
@@ -51,7 +51,6 @@ class Setup:
     real_dtype: np.dtype
     get_data: Callable
     probe_4d: bool = False
-    notes: list = field(default_factory=list)
 
     def close(self):
         self.source.close()
@@ -66,35 +65,6 @@ def may_be_on(value) -> bool:
     if callable(value) or isinstance(value, EpochExpression):
         return True
     return bool(value)
-
-
-def probe_from_mean_pattern(mean_pattern, pixel_size_yx_A, acc_voltage_kV, aberrations=None,
-                            extra_probe_defocus=0.0):
-    """Probe whose diffraction intensity is the mean pattern, with aberration phases.
-
-    psi(k) = sqrt(mean_pattern(k)) exp(-i chi(k)), chi from Krivanek
-    coefficients (:func:`pypty.probe.aberration_phase`) with
-    ``C10 -> C10 - extra_probe_defocus`` (defocus = -C10: a positive extra
-    defocus moves the crossover further below the specimen, i.e. underfocus).
-
-    Parameters
-    ----------
-    mean_pattern : ndarray, float, (Y, X), zero frequency at (Y//2, X//2), counts
-    pixel_size_yx_A : (float, float), Å
-    acc_voltage_kV : float
-    aberrations : dict, sequence or None (Å)
-    extra_probe_defocus : float (Å)
-
-    Returns
-    -------
-    ndarray, complex128, (Y, X, 1); ``sum |probe|^2 = sum(mean_pattern)``.
-    """
-    ab = aberrations_as_dict(aberrations)
-    ab["C10"] = ab.get("C10", 0.0) - float(extra_probe_defocus)
-    amp = np.sqrt(np.clip(np.fft.ifftshift(np.asarray(mean_pattern, dtype=float)), 0, None))
-    chi = aberration_phase(amp.shape, pixel_size_yx_A, acc_voltage_kV, ab)
-    probe = np.fft.fftshift(np.fft.ifft2(amp * np.exp(-1j * chi), norm="ortho"))
-    return probe[..., None]
 
 
 def ensure_margin(xp, obj, positions, window_yx, margin, crop=False):
@@ -201,7 +171,6 @@ def _build(p, bk, source, cdt, rdt, say, compressed):
     win = (detector[0] * up, detector[1] * up)
     pix = (float(p["pixel_size_y_A"]), float(p["pixel_size_x_A"]))
     lam = electron_wavelength_A(p["acc_voltage"])
-    notes = []
     # ---------------------------------------------------------------- positions and canvas
     pos = np.array(p["positions"], dtype=np.float64)
     if pos.shape != (n, 2):
@@ -306,8 +275,7 @@ def _build(p, bk, source, cdt, rdt, say, compressed):
         + (f"; also {', '.join(k for k in arrays if k not in ('obj', 'probe', 'positions'))}"
            if len(arrays) > 3 else ""))
     return Setup(bk=bk, source=source, model=model, arrays=arrays, position_offset=offset, n_patterns=n,
-                 compute_batch=batch, complex_dtype=cdt, real_dtype=rdt, get_data=get_data, probe_4d=probe_4d,
-                 notes=notes)
+                 compute_batch=batch, complex_dtype=cdt, real_dtype=rdt, get_data=get_data, probe_4d=probe_4d)
 
 
 def _probe(p, data_mean, win, detector, up, pix, lam, near, compressed, say):

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .operators import yx_moments
+
 __all__ = ["SCHEMES", "Step", "scheme_steps", "transmission_power", "transmission_power_grad",
            "tilt_ramp", "tilt_gradient"]
 
@@ -174,10 +176,4 @@ def tilt_gradient(xp, g_hat, wave_hat, kyx_A, distance_A):
 
     g_hat, wave_hat : complex (B, ..., Y, X).
     """
-    ky, kx = kyx_A
-    q = (g_hat.conj() * wave_hat).imag
-    q = q.reshape((q.shape[0], -1) + q.shape[-2:]).sum(axis=1)  # (B, Y, X)
-    c = 2 * np.pi * distance_A * 1e-3
-    gy = c * xp.sum(q * ky[None], axis=(1, 2), dtype=xp.float64)
-    gx = c * xp.sum(q * kx[None], axis=(1, 2), dtype=xp.float64)
-    return xp.stack([gy, gx], axis=1)
+    return yx_moments(xp, (g_hat.conj() * wave_hat).imag, kyx_A, 2 * np.pi * distance_A * 1e-3)

@@ -11,7 +11,6 @@ upsampled patterns, compressed data) is checked for every array it touches.
 import numpy as np
 import pytest
 
-from pypty import operators as ops
 from pypty.model import MultisliceModel
 from conftest import rand_complex
 
@@ -22,7 +21,6 @@ PIX, LAM = (0.4, 0.4), 0.025
 def _problem(bk, loss="lsq_sqrt", seed=0, **cfg):
     """Model and arrays for one feature configuration (see the parametrisations below)."""
     rng = np.random.default_rng(seed)
-    xp = bk.xp
     up = cfg.pop("upsample", 1)
     win = WIN  # the detector has WIN / up pixels
     det = (win[0] // up, win[1] // up)
@@ -146,7 +144,6 @@ def test_intensities_conserve_counts_for_vacuum(bk):
 
 def test_beam_current_and_background_enter_the_model_as_documented(bk):
     model, arrays, data, batches, rng = _problem(bk, "lsq", beam_current=True, background=True)
-    xp = bk.xp
     bare = dict(arrays, beam_current=None, static_background=None)
     i0 = bk.to_numpy(model.predict(bare, np.arange(N)))
     i1 = bk.to_numpy(model.predict(arrays, np.arange(N)))

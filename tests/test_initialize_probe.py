@@ -10,7 +10,8 @@ from pypty import initialize as ini
 from pypty.backend import get_backend
 from pypty.model import MultisliceModel
 from pypty.parameters import PyptyParameterError, validate
-from pypty.prepare import build_setup, probe_from_mean_pattern
+from pypty.prepare import build_setup
+from pypty.probe import aberration_phase
 
 from synthetic import KV, PIX, WIN, base_params, dataset
 
@@ -19,6 +20,13 @@ from synthetic import KV, PIX, WIN, base_params, dataset
 def small():
     obj, probe, pos, data = dataset(4, 3.0, 48, seed=2)
     return pos, data
+
+
+def probe_from_mean_pattern(mean_pattern, pix, kv, aberrations):
+    """Independent reference: sqrt(mean pattern) with the aberration phase exp(-i chi), unitary inverse FFT."""
+    amp = np.sqrt(np.clip(np.fft.ifftshift(mean_pattern), 0, None))
+    chi = aberration_phase(amp.shape, pix, kv, aberrations)
+    return np.fft.fftshift(np.fft.ifft2(amp * np.exp(-1j * chi), norm="ortho"))[..., None]
 
 
 def _p(**kw):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import pypty.iterative
-from synthetic import KV, PIX, WIN, base_params, corr, default_probe, phase_object, raster, simulate
+from synthetic import WIN, base_params, default_probe, phase_object, raster, simulate
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pypty.backend import get_backend
 from pypty.iterative import _Run
 from pypty.parameters import PyptyParameterError, validate
 from pypty.prepare import build_setup
-from synthetic import KV, PIX, WIN, base_params, corr, default_probe, phase_object, raster, simulate
+from synthetic import WIN, base_params, corr, default_probe, phase_object, raster, simulate
 
 
 @pytest.fixture(scope="module")
