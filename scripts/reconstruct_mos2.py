@@ -66,6 +66,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--single", action="store_true", help="complex64")
     ap.add_argument("--out", default="runs/mos2")
+    ap.add_argument("--propmethod", default="multislice", choices=["multislice", "better_multislice", "yoshida"])
     ap.add_argument("--background", action="store_true", help="refine a static background (from epoch 5)")
     ap.add_argument("--beam-current", action="store_true", help="refine the beam current (from epoch 5)")
     ap.add_argument("--tilt", action="store_true", help="refine a global beam tilt (tilt_mode 2, from epoch 5)")
@@ -98,7 +99,7 @@ def main(argv=None):
         compute_batch=args.batch, update_obj=1, update_probe=1,
         update_probe_pos=(f"lambda e: 1 if e >= {args.positions_from} else 0" if args.refine_positions else 0),
         output_folder=args.out, print_flag=1, default_dtype="single" if args.single else "double",
-        overwrite_output=True,
+        overwrite_output=True, propmethod=args.propmethod,
     )
     if args.background:
         params.update(static_background=1e-3, update_static_background="lambda e: e >= 5")
