@@ -403,7 +403,7 @@ def run(pypty_params: Mapping) -> dict:
     parent, restart = _restart_params(p)
     bk = get_backend()
     pf = int(p["print_flag"])
-    st = build_setup(p, bk, log=(lambda m: tqdm.write(m)) if pf >= 2 else None)
+    st = build_setup(p, bk, log=(lambda m: tqdm.write(m)) if pf >= 2 else None, keep_canvas=restart)
     if restart:
         _apply_restart(st, parent)
     info = dict(n_patterns=st.n_patterns, window=tuple(st.model.window_yx),

@@ -105,8 +105,12 @@ def ensure_margin(xp, obj, positions, window_yx, margin, crop=False):
     return out, positions + xp.asarray(shift.astype(float)), shift
 
 
-def build_setup(p: dict, bk, log=None) -> Setup:
+def build_setup(p: dict, bk, log=None, keep_canvas=False) -> Setup:
     """Build data source, model and initial device arrays from validated parameters.
+
+    ``keep_canvas``: never crop the given object (an exact restart continues
+    on the saved canvas even with ``use_full_FOV=False``); it is still padded
+    if a window does not fit.
 
     Raises
     ------
@@ -139,7 +143,7 @@ def build_setup(p: dict, bk, log=None) -> Setup:
                                load_one_by_one=bool(p["load_one_by_one"]) and not bool(p["preload_to_cpu"]),
                                scan_size=p["scan_size"])
     try:
-        return _build(p, bk, source, cdt, rdt, say, compressed)
+        return _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas)
     except BaseException:
         source.close()
         raise
@@ -160,7 +164,7 @@ def _detector_shape(p, source, compressed):
     return tuple(masks.shape[1:])
 
 
-def _build(p, bk, source, cdt, rdt, say, compressed):
+def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
     xp = bk.xp
     n = source.n
     detector = _detector_shape(p, source, compressed)
@@ -186,7 +190,7 @@ def _build(p, bk, source, cdt, rdt, say, compressed):
     crop = False
     if p["sequence"] is not None and not callable(p["sequence"]) and not isinstance(p["sequence"], EpochExpression) \
             and not p["use_full_FOV"]:
-        sel, crop = np.asarray(p["sequence"], dtype=np.int64), True
+        sel, crop = np.asarray(p["sequence"], dtype=np.int64), not keep_canvas
     margin = int(p["extra_space_on_side_px"])
     obj_int, _, shift = ensure_margin(np, obj_int, pos[sel], win, margin, crop=crop)
     pos = pos + shift  # windows of patterns outside the sequence may fall outside a cropped canvas

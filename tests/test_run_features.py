@@ -219,3 +219,17 @@ def test_inside_tilts_without_propagation_warn(small):
     obj, probe, pos, data = small
     with pytest.warns(UserWarning, match="tilt_mode"):
         pypty.iterative.run(base_params(data, pos, probe, update_tilts=1, tilt_mode=0, epoch_max=1))
+
+
+def test_keep_canvas_does_not_crop_a_restarted_object(small):
+    """use_full_FOV=False crops to the sequence, but an exact restart keeps the saved canvas."""
+    obj, probe, pos, data = small
+    seq = [5, 6, 9, 10]
+    moved = pos + 1.3  # the sequence now starts 1.3 px inside the canvas of `obj`
+    p = validate(base_params(data, moved, probe, obj=obj, sequence=seq, use_full_FOV=False))
+    cropped = build_setup(p, get_backend("numpy"))
+    kept = build_setup(p, get_backend("numpy"), keep_canvas=True)
+    cropped.close(), kept.close()
+    assert cropped.model.canvas_yx != obj.shape[:2]
+    assert kept.model.canvas_yx == obj.shape[:2]
+    np.testing.assert_allclose(kept.arrays["positions"], moved)
