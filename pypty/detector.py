@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .operators import yx_moments
+from .operators import separable_phase, yx_moments
 
 __all__ = ["window_coordinates_A", "tilt_phase", "tilt_phase_gradient",
            "near_field_transfer", "bin_pattern", "bin_pattern_adjoint",
@@ -50,10 +50,7 @@ def tilt_phase(xp, ryx_A, tilts_mrad, wavelength_A, dtype):
     -------
     array (B, Y, X) of ``dtype``.
     """
-    ry, rx = ryx_A
-    c = 2j * np.pi * 1e-3 / wavelength_A
-    return (xp.exp(c * tilts_mrad[:, 0, None, None] * ry[None])
-            * xp.exp(c * tilts_mrad[:, 1, None, None] * rx[None])).astype(dtype)
+    return separable_phase(xp, ryx_A, tilts_mrad, 2 * np.pi * 1e-3 / wavelength_A, dtype)
 
 
 def tilt_phase_gradient(xp, g, wave, ryx_A, wavelength_A):

@@ -123,8 +123,7 @@ class _Run:
         for block in x:
             for other in stale.get(block, ()):
                 self.x_last.pop(other, None)
-        if "probe" in x or (self.probe_ref is not None and "probe_" + self.probe_ref[0] not in x
-                            and ("probe_phase" in x or "probe_abs" in x)):
+        if "probe" in x:  # the fixed half of a later tune_only_probe_* is taken afresh (see _blocks)
             self.probe_ref = None
 
     def _arrays(self, x):
@@ -163,11 +162,11 @@ class _Run:
                     gn = -(gn.conj() * a["obj"]).imag
                 elif block in ("probe_phase", "probe_abs"):
                     g_hat = self.bk.fft2(gn)
-                    p_hat = self.probe_ref[1]
-                    if block == "probe_phase":  # P = |P0| exp(i phi)
-                        gn = -(g_hat.conj() * self.bk.fft2(a["probe"])).imag
-                    else:  # P = a exp(i phi0)
-                        gn = (g_hat.conj() * xp.exp(1j * xp.angle(p_hat))).real
+                    ref = self.probe_ref[1]
+                    if block == "probe_phase":  # P = |P0| exp(i phi): dL/dphi = -Im(conj(G) P)
+                        gn = -(g_hat.conj() * (xp.abs(ref) * xp.exp(1j * x[block]))).imag
+                    else:  # P = a exp(i phi0): dL/da = Re(conj(G) exp(i phi0))
+                        gn = (g_hat.conj() * xp.exp(1j * xp.angle(ref))).real
                 elif block == "background_sqrt":
                     gn = 2.0 * x[block] * gn
                 grads[block] = gn.astype(x[block].dtype, copy=False)

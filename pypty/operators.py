@@ -26,7 +26,7 @@ __all__ = [
     "bandlimit_mask", "fresnel_kernel", "propagate", "propagate_adjoint",
     "shift_ramp", "shift_probe", "shift_probe_adjoint", "shift_gradient",
     "patch_indices", "extract_patches", "scatter_patches",
-    "farfield", "farfield_adjoint", "yx_moments",
+    "farfield", "farfield_adjoint", "yx_moments", "separable_phase",
 ]
 
 
@@ -119,11 +119,21 @@ def shift_ramp(xp, kyx, shifts, dtype):
     -------
     array, ``dtype``, shape (B, Y, X)
     """
-    ky, kx = kyx
-    sy = shifts[:, 0, None, None]
-    sx = shifts[:, 1, None, None]
-    ry = xp.exp(-2j * np.pi * (ky[None] * sy)).astype(dtype)  # (B, Y, 1)
-    rx = xp.exp(-2j * np.pi * (kx[None] * sx)).astype(dtype)  # (B, 1, X)
+    return separable_phase(xp, kyx, shifts, -2 * np.pi, dtype)
+
+
+def separable_phase(xp, wyx, coeffs, scale, dtype):
+    """``exp(i scale (c_y w_y + c_x w_x))`` per batch entry, built as an outer product.
+
+    The phase ramps of sub-pixel shifts, beam tilts and tilted propagation all
+    have this form; two 1D exponentials per entry replace one 2D one.
+
+    wyx : (w_y (Y, 1), w_x (1, X)); coeffs : real (B, 2); scale : float.
+    Returns ``dtype`` (B, Y, X).
+    """
+    wy, wx = wyx
+    ry = xp.exp(1j * scale * (wy[None] * coeffs[:, 0, None, None])).astype(dtype)  # (B, Y, 1)
+    rx = xp.exp(1j * scale * (wx[None] * coeffs[:, 1, None, None])).astype(dtype)  # (B, 1, X)
     return ry * rx
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .operators import yx_moments
+from .operators import separable_phase, yx_moments
 
 __all__ = ["SCHEMES", "Step", "scheme_steps", "transmission_power", "transmission_power_grad",
            "tilt_ramp", "tilt_gradient"]
@@ -159,11 +159,7 @@ def tilt_ramp(xp, kyx_A, tilts_mrad, distance_A, dtype):
     -------
     array (B, Y, X) of ``dtype``.
     """
-    ky, kx = kyx_A
-    c = -2j * np.pi * distance_A * 1e-3
-    ty = tilts_mrad[:, 0, None, None]
-    tx = tilts_mrad[:, 1, None, None]
-    return (xp.exp(c * ky[None] * ty) * xp.exp(c * kx[None] * tx)).astype(dtype)
+    return separable_phase(xp, kyx_A, tilts_mrad, -2 * np.pi * distance_A * 1e-3, dtype)
 
 
 def tilt_gradient(xp, g_hat, wave_hat, kyx_A, distance_A):
