@@ -40,6 +40,7 @@ plan work areas created by that first call are included).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -52,9 +53,9 @@ import numpy as np
 
 from pypty.backend import get_backend
 from pypty.model import MultisliceModel
-from pypty.physics import electron_wavelength_A
+from pypty.model.schemes import scheme_steps
+from pypty.operators.optics import electron_wavelength_A
 from pypty.probe import make_probe
-from pypty.propagation import scheme_steps
 
 # Physical parameters of the synthetic experiment (values only need to be plausible).
 PIXEL_A = 0.2          # reconstruction pixel size, Å
@@ -97,7 +98,7 @@ def ffts_per_evaluation(n_slices: int, probe_modes: int, object_modes: int = 1, 
             order the model does them ("probe": B * Mp images, "wave": B * Mo * Mp images).
     """
     # propagations of the splitting scheme: S - 1 for multislice, S for better_multislice,
-    # 4 S - 1 for yoshida (pypty.propagation.scheme_steps); tilts add no transform
+    # 4 S - 1 for yoshida (pypty.model.schemes.scheme_steps); tilts add no transform
     n_prop = sum(1 for st in scheme_steps(propmethod, [SLICE_A] * int(n_slices)) if st.kind == "P")
     seq = [("ifft2", "probe")]
     seq += [("fft2", "wave"), ("ifft2", "wave")] * n_prop
@@ -129,18 +130,14 @@ class _CountingBackend:
 
 
 def check_fft_count(model, evaluate, n_patterns, n_slices, probe_modes, propmethod="multislice"):
-    """Run one evaluation with a counting backend; raise if the FFT count differs from the docstring's."""
+    """Run ``evaluate(model)`` on a copy of the model with a counting backend; raise if the FFT count differs."""
     counting = _CountingBackend(model.bk)
-    model.bk, bk = counting, model.bk
-    try:
-        evaluate()
-    finally:
-        model.bk = bk
+    evaluate(dataclasses.replace(model, bk=counting))
     c = ffts_per_evaluation(n_slices, probe_modes, propmethod=propmethod)
     expected = n_patterns * c["per_pattern"] + c["per_evaluation"]
     if counting.images != expected:
         raise RuntimeError(f"the model did {counting.images} N x N transforms, ffts_per_evaluation() "
-                           f"predicts {expected}: update ffts_per_evaluation() to match pypty.model")
+                           f"predicts {expected}: update ffts_per_evaluation() to match pypty.model.multislice")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -223,7 +220,7 @@ def build_problem(bk, n, n_slices, probe_modes, cdt, n_patterns, seed=0, min_can
     data = rng.poisson(mean_pattern, (n_patterns, n, n)).astype(rdt)
 
     lam = electron_wavelength_A(VOLTAGE_KV)
-    model = MultisliceModel(bk, (n, n), canvas, (PIXEL_A, PIXEL_A), lam, (SLICE_A,) * n_slices, cdt,
+    model = MultisliceModel(bk, (n, n), (PIXEL_A, PIXEL_A), lam, (SLICE_A,) * n_slices, cdt,
                             loss_name="lsq_sqrt", eps=max(1e-6 * COUNTS / (n * n), 1e-12), propmethod=propmethod,
                             tilt_types=("before", "inside", "after") if tilts else ())
     probe = probe[None]  # (subscans = 1, Mp, N, N)
@@ -266,10 +263,10 @@ def fft_bound_fn(bk, n, n_slices, probe_modes, cdt, batches, object_modes=1, see
 #: cProfile attribution: category -> (module file suffix, function names); cumulative times.
 PROFILE_CATEGORIES = [
     ("FFTs (Backend.fft2/ifft2)", "pypty/backend.py", ("fft2", "ifft2")),
-    ("gather (patch_indices, extract_patches)", "pypty/operators.py", ("patch_indices", "extract_patches")),
-    ("scatter-add (scatter_patches: bincount, real/imag copies)", "pypty/operators.py", ("scatter_patches",)),
-    ("shift ramps and position gradient", "pypty/operators.py", ("shift_ramp", "shift_gradient")),
-    ("loss and dL/dI", "pypty/losses.py", ("loss_and_derivative",)),
+    ("gather (patch_indices, extract_patches)", "pypty/operators/patches.py", ("patch_indices", "extract_patches")),
+    ("scatter-add (scatter_patches: bincount, real/imag copies)", "pypty/operators/patches.py", ("scatter_patches",)),
+    ("shift ramps and position gradient", "pypty/operators/shift.py", ("shift_ramp", "shift_gradient")),
+    ("loss and dL/dI", "pypty/model/losses.py", ("loss_and_derivative",)),
 ]
 
 
@@ -277,8 +274,9 @@ def profile_one(bk, n, n_slices, probe_modes, cdt, n_patterns, batch, repeat, mi
     """Break the time of ``repeat`` evaluations into categories with cProfile.
 
     Returns (total seconds, list of (category, seconds)).  The remainder
-    ("other") is the elementwise work written inline in ``loss_and_grad``,
-    ``_multislice``, ``propagate*``, ``shift_probe`` and ``farfield*``
+    ("other") is the elementwise work of ``loss_and_grad``, ``_forward``,
+    ``_backward`` and the operators ``propagate*``, ``shift_probe*``,
+    ``transmit*``, ``modulate*`` and ``farfield*``
     (products, conjugate copies, sums over modes, |.|^2), the data fetch, and
     allocation; its largest single items are listed separately.  On CuPy the
     profile shows host time of asynchronous launches and is not meaningful.
@@ -313,15 +311,16 @@ def profile_one(bk, n, n_slices, probe_modes, cdt, n_patterns, batch, repeat, mi
         rows.append((label, ct))
     rows.append(("other: inline elementwise, mode sums, data fetch, allocation", total - sum(r[1] for r in rows)))
     # largest builtins called directly from the model's own code (part of "other")
-    inline = ("loss_and_grad", "_forward", "_backward", "propagate", "propagate_adjoint", "shift_probe", "farfield",
+    inline = ("loss_and_grad", "_forward", "_backward", "propagate", "propagate_adjoint", "shift_probe",
+              "shift_probe_adjoint", "transmit", "transmit_adjoint", "modulate", "modulate_adjoint", "farfield",
               "farfield_adjoint")
     detail = {}
     for (f, _, name), v in stats.items():
-        if "pypty" in f.replace(os.sep, "/").split("/")[-2:-1] or f.endswith("bench_loss_grad.py"):
+        if "/pypty/" in f.replace(os.sep, "/") or f.endswith("bench_loss_grad.py"):
             continue  # pypty's own functions are categories or inline code
         for (cf, _, cname), cv in v[4].items():
             cf = cf.replace(os.sep, "/")
-            if cname in inline and (cf.endswith("pypty/model.py") or cf.endswith("pypty/operators.py")):
+            if cname in inline and (cf.endswith("pypty/model/multislice.py") or "/pypty/operators/" in cf):
                 detail[name] = detail.get(name, 0.0) + cv[3]
     for name, tt in sorted(detail.items(), key=lambda kv: -kv[1])[:3]:
         short = name.replace("<method '", "").replace("' of 'numpy.ndarray' objects>", "").strip("<>")
@@ -388,12 +387,12 @@ def run_one(bk, n, n_slices, probe_modes, cdt, n_patterns, batch, repeat, min_ca
                                                         min_canvas=min_canvas, propmethod=propmethod, tilts=tilts)
     xp = bk.xp
     batches = make_batches(n_patterns, batch)
-    get_data = lambda idx: data[xp.asarray(idx)]  # noqa: E731  (as prepare.py does on a GPU)
+    get_data = lambda idx: data[xp.asarray(idx)]  # noqa: E731  (as pypty/model/setup.py does on a GPU)
     need = ("obj", "probe", "positions") + (("tilts",) if tilts else ())
     arrays = {"obj": obj, "probe": probe, "positions": pos, **extra}
 
-    def evaluate():
-        return model.loss_and_grad(arrays, batches, get_data, need=need)
+    def evaluate(m=model):
+        return m.loss_and_grad(arrays, batches, get_data, need=need)
 
     bound = fft_bound_fn(bk, n, n_slices, probe_modes, cdt, batches, propmethod=propmethod)
     # warm-up: one untimed evaluation that also checks the FFT count and measures the peak memory

@@ -4,7 +4,7 @@ import numpy as np
 from pypty import operators as ops
 from pypty.backend import get_backend
 from pypty.model import MultisliceModel
-from pypty.physics import electron_wavelength_A
+from pypty.operators.optics import electron_wavelength_A
 from pypty.probe import make_probe
 
 WIN = 32
@@ -41,7 +41,7 @@ def simulate(obj, probe, positions, slice_distance=2.0, counts=None, seed=1, ext
     bk = get_backend("numpy")
     win = probe.shape[:2]
     n_slices = obj.shape[2]
-    model = MultisliceModel(bk, win, obj.shape[:2], (PIX, PIX), electron_wavelength_A(KV),
+    model = MultisliceModel(bk, win, (PIX, PIX), electron_wavelength_A(KV),
                             (slice_distance,) * n_slices, np.complex128, acc_voltage_kV=KV, **model_kw)
     probe_int = np.transpose(probe, (2, 0, 1)) if probe.ndim == 3 else np.transpose(probe, (3, 2, 0, 1))
     arrays = {"obj": np.ascontiguousarray(np.transpose(obj, (2, 3, 0, 1))),

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from ..physics import electron_wavelength_A
+from ..operators.optics import electron_wavelength_A
 
 __all__ = ["CalibrationError", "detector_pixel_inv_A", "reconstruction_pixel_size_A", "scan_positions_px",
            "object_shape_px", "slice_settings", "pypty_params_from_experiment", "pypty_params_from_dataset"]

@@ -1,7 +1,7 @@
 """Initial probe guesses: from the data, a binary aperture, a given beam, aberrations and modes.
 
 The beam in reciprocal space is ``psi(k) = A(k) exp(-i chi(k))`` (Krivanek
-aberration phase, :func:`pypty.probe.aberration_phase`; C10 < 0 underfocus)
+aberration phase, :func:`pypty.operators.optics.aberration_phase`; C10 < 0 underfocus)
 and the real-space probe is its unitary inverse FFT, centred at pixel
 (Y//2, X//2) of the window.  ``A(k)`` is, in order of precedence:
 
@@ -25,10 +25,10 @@ import numpy as np
 from numpy.polynomial import hermite as _hermite
 
 from ..data import PatternSource, Preprocessing
+from ..operators.optics import aberration_phase, aberrations_as_dict, electron_wavelength_A, spatial_frequencies
 from ..parameters import PyptyParameterError, validate
-from ..probe import aberration_phase, aberrations_as_dict
 
-__all__ = ["aperture_from_binary", "probe_from_beam", "hermite_modes", "defocus_spread_probe",
+__all__ = ["make_probe", "aperture_from_binary", "probe_from_beam", "hermite_modes", "defocus_spread_probe",
            "probe_from_parameters", "initial_probe"]
 
 #: Power of every higher Hermite mode relative to the first mode at the start.
@@ -37,6 +37,80 @@ HERMITE_MODE_POWER = 0.1
 
 def _err(name, msg):
     return PyptyParameterError(f"parameter '{name}': {msg}")
+
+
+def make_probe(shape_yx, pixel_size_A, acc_voltage_kV, semiangle_mrad, aberrations=None,
+               n_modes: int = 1, intensity: float = 1.0, soft_edge_px: float = 1.0):
+    """Build a probe from a round condenser aperture and Krivanek aberrations.
+
+    psi(k) = A(k) exp(-i chi(k)); the real-space probe is the unitary inverse
+    FFT, centred at pixel (Y//2, X//2) of its window.  Extra modes (for mixed
+    states) are the first mode multiplied by low-order Hermite-like
+    polynomials in real space, orthogonalised and given 10 % of the power each
+    before renormalisation.
+
+    Parameters
+    ----------
+    shape_yx : (int, int)
+        Probe window (Y, X) in px; equals the (padded) diffraction-pattern shape.
+    pixel_size_A : float or (float, float)
+        Reconstruction pixel size (dy, dx) in Å.
+    acc_voltage_kV : float
+        Accelerating voltage in kV.
+    semiangle_mrad : float
+        Convergence semi-angle in mrad (> 0).
+    aberrations : dict, sequence or None
+        Krivanek coefficients in Å (see :func:`aberration_phase`).
+    n_modes : int
+        Number of probe modes (>= 1).
+    intensity : float
+        Total sum over pixels and modes of |probe|^2 (use the mean counts per
+        pattern so that the model matches the data scale).
+    soft_edge_px : float
+        Width of the linear aperture edge in reciprocal pixels (0 = hard edge).
+
+    Returns
+    -------
+    ndarray, complex128, shape (Y, X, n_modes)
+
+    Raises
+    ------
+    ValueError
+        Non-positive semi-angle, intensity or mode count, or bad aberrations.
+    """
+    if not semiangle_mrad > 0:
+        raise ValueError(f"semiangle_mrad must be > 0, got {semiangle_mrad!r}")
+    if not intensity > 0:
+        raise ValueError(f"intensity must be > 0, got {intensity!r}")
+    if int(n_modes) < 1:
+        raise ValueError(f"n_modes must be >= 1, got {n_modes!r}")
+    ny, nx = (int(s) for s in shape_yx)
+    pix = np.broadcast_to(np.asarray(pixel_size_A, dtype=float), (2,))
+    lam = electron_wavelength_A(acc_voltage_kV)
+    ky, kx = spatial_frequencies((ny, nx), pix)
+    k = np.sqrt(ky**2 + kx**2)
+    k_cut = semiangle_mrad * 1e-3 / lam
+    dk = min(1.0 / (ny * pix[0]), 1.0 / (nx * pix[1]))
+    if soft_edge_px > 0:
+        aperture = np.clip((k_cut - k) / (soft_edge_px * dk) + 0.5, 0.0, 1.0)
+    else:
+        aperture = (k <= k_cut).astype(float)
+    chi = aberration_phase((ny, nx), pix, acc_voltage_kV, aberrations)
+    psi_k = aperture * np.exp(-1j * chi)
+    psi = np.fft.fftshift(np.fft.ifft2(psi_k, norm="ortho"))
+    modes = [psi]
+    yy = (np.arange(ny) - ny // 2)[:, None] / ny
+    xx = (np.arange(nx) - nx // 2)[None, :] / nx
+    polys = [yy + 0 * xx, xx + 0 * yy, yy * xx, yy**2 - xx**2]
+    for i in range(1, int(n_modes)):
+        cand = psi * polys[(i - 1) % len(polys)] * (1 + (i - 1) // len(polys))
+        for prev in modes:
+            cand = cand - np.vdot(prev, cand) / np.vdot(prev, prev) * prev
+        cand *= np.sqrt(0.1 * np.sum(np.abs(psi) ** 2) / np.sum(np.abs(cand) ** 2))
+        modes.append(cand)
+    probe = np.stack(modes, axis=-1)
+    probe *= np.sqrt(intensity / np.sum(np.abs(probe) ** 2))
+    return probe.astype(np.complex128)
 
 
 def aperture_from_binary(mean_pattern, factor):

@@ -1,0 +1,120 @@
+"""Per-epoch settings: the epoch-dependent parameters of one epoch, resolved and typed."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..model.refinables import REFINABLES
+from ..model.reparam import block_reparam
+from ..parameters.schedule import resolve
+
+__all__ = ["EpochSettings", "hist_length"]
+
+
+def hist_length(value):
+    """``hist_length`` for :class:`pypty.optim.LBFGS`: None/inf -> ``math.inf``, else the value."""
+    return math.inf if value is None or (isinstance(value, float) and math.isinf(value)) else value
+
+
+@dataclass(frozen=True)
+class EpochSettings:
+    """What one epoch does (all epoch-dependent parameters resolved at ``epoch``).
+
+    Attributes
+    ----------
+    epoch : int
+        0-based epoch number.
+    refine : tuple of str
+        Refinable arrays refined in this epoch, in registry order.
+    sequence : int64 ndarray (B,)
+        Pattern indices of this epoch (``sequence``; all patterns if None).
+    phase_only_obj : bool
+    probe_part : {"", "phase", "abs"}
+        Refined half of the probe's spectrum (``tune_only_probe_phase`` /
+        ``tune_only_probe_abs``; "" = the whole probe).
+    loss_weight : float
+        Weight of the data term.
+    hist_length : int or math.inf
+    wolfe_c1, wolfe_c2 : float
+    update_step : float
+        Initial trial step of the line search (``update_step_bfgs``).
+    reset_history : bool
+        ``reset_history_flag``.
+    subpixel : bool
+        Sub-pixel probe shifts (``allow_subPixel_shift``, or always while
+        positions are refined).
+    smart_memory : bool
+    resize : bool or int
+        ``dynamically_resize_yx_object``.
+    """
+
+    epoch: int
+    refine: tuple
+    sequence: np.ndarray
+    phase_only_obj: bool
+    probe_part: str
+    loss_weight: float
+    hist_length: object
+    wolfe_c1: float
+    wolfe_c2: float
+    update_step: float
+    reset_history: bool
+    subpixel: bool
+    smart_memory: bool
+    resize: object
+
+    @classmethod
+    def resolve(cls, p: dict, epoch: int, present, n_patterns: int) -> "EpochSettings":
+        """Settings of ``epoch`` from validated parameters ``p``.
+
+        ``present``: names of the arrays in the model.
+
+        Raises
+        ------
+        ValueError
+            A switch is on for an array that is not in the model, or
+            ``sequence`` holds indices outside ``[0, n_patterns)``.
+        RuntimeError
+            An epoch-dependent callable raised (the parameter is named).
+        """
+        def r(k):
+            return resolve(k, p[k], epoch)
+
+        refine = []
+        for a in REFINABLES:
+            if r(a.switch):
+                if a.name not in present:  # only static_background can get here
+                    raise ValueError(f"parameter '{a.switch}' is on at epoch {epoch} but '{a.name}' is not in the "
+                                     f"model")
+                refine.append(a.name)
+        seq = r("sequence")
+        seq = np.arange(n_patterns) if seq is None else np.asarray(seq, dtype=np.int64)
+        if seq.size == 0 or seq.min() < 0 or seq.max() >= n_patterns:
+            raise ValueError(f"parameter 'sequence' at epoch {epoch} must hold pattern indices in "
+                             f"[0, {n_patterns - 1}], got {seq.size} values "
+                             f"(min {seq.min() if seq.size else '-'}, max {seq.max() if seq.size else '-'})")
+        only_phase, only_abs = bool(r("tune_only_probe_phase")), bool(r("tune_only_probe_abs"))
+        return cls(
+            epoch=int(epoch), refine=tuple(refine), sequence=seq, phase_only_obj=bool(r("phase_only_obj")),
+            probe_part="phase" if only_phase and not only_abs else "abs" if only_abs and not only_phase else "",
+            loss_weight=float(r("loss_weight")), hist_length=hist_length(r("hist_length")),
+            wolfe_c1=float(r("wolfe_c1_constant")), wolfe_c2=float(r("wolfe_c2_constant")),
+            update_step=float(r("update_step_bfgs")), reset_history=bool(r("reset_history_flag")),
+            subpixel=bool(p["allow_subPixel_shift"]) or "positions" in refine,
+            smart_memory=bool(r("smart_memory")), resize=r("dynamically_resize_yx_object"))
+
+    def reparam(self, name: str):
+        """The reparametrisation of array ``name`` in this epoch, or None (see :mod:`pypty.model.reparam`)."""
+        return block_reparam(name, self.phase_only_obj, self.probe_part if "probe" in self.refine else "")
+
+    def block_name(self, name: str) -> str:
+        """Optimizer block name of array ``name`` in this epoch (``obj`` or ``obj_phase``, ...)."""
+        rp = self.reparam(name)
+        return rp.block if rp is not None else name
+
+    def batches(self, compute_batch: int) -> list:
+        """The sequence cut into batches of ``compute_batch`` patterns (NumPy int arrays)."""
+        seq = self.sequence
+        return [seq[i:i + compute_batch] for i in range(0, seq.size, compute_batch)]

@@ -1,0 +1,408 @@
+"""The multislice forward model of one batch of patterns, its data loss and its Wirtinger gradients.
+
+The model is a composition of the operators of :mod:`pypty.operators` (and
+nothing else: the dot-product tests of those operators cover the code that
+runs).  For pattern n with window corner ``c_n`` (integer, canvas px) and
+sub-pixel remainder ``s_n`` (px)::
+
+    P_n     = modulate(P[k_n], C_n)                  probe spectrum of subscan k_n, CTF C_n   (B, Mp, Y, X)
+    psi_0   = modulate(shift_probe(P_n, R(s_n)), E(t_before))
+    psi     = scheme(psi_0; transmit(O^w[c_n]), propagate(K(t_inside)))
+    psi_e   = modulate(psi, E(t_after))                                                       (B, Mo, Mp, Y, X)
+    I       = farfield(psi_e)  or  near_field(psi_e, H_n)
+    I_det   = bin_pattern(I, u)                      upsample_pattern u
+    M_n     = c_n * I_det + b                        beam current c_n, static background b    (B, Yd, Xd)
+
+and the data loss compares ``M_n`` with the measured pattern (or, for
+``lsq_compressed``, ``compress(M_n, masks)`` with the measured signals).
+``C_n = aberration_ctf(A[a_n]) * plate_n`` combines the aberrations of
+subscan ``a_n`` (Krivanek coefficients, Å) and a fixed phase plate.  Every
+probe mode is combined with every object mode and the intensities add
+incoherently.  The steps of the scheme come from :mod:`pypty.model.schemes`.
+
+Gradients: complex arrays get ``G = 2 dL/d(conj z)`` (so
+``dL = Re sum conj(G) dz``), real arrays get ``dL/dx``; see
+:mod:`pypty.optim`.  Each gradient is checked against central finite
+differences in ``tests/model/test_gradients.py``.  The weight of the data
+term (``loss_weight``) is applied by the objective
+(:mod:`pypty.engine.objective`), not here.
+
+Internal layouts (FFT axes last) are those of :mod:`pypty.model.refinables`:
+object (S, Mo, Ny, Nx), probe (K, Mp, Y, X), positions (N, 2) (y, x) px,
+tilts (N or 1, 6) mrad, beam_current (N,), static_background (Yd, Xd) counts
+in FFT order, aberrations_array (A, J) Å.  The object canvas (Ny, Nx) is the
+shape of the object passed in: the model holds no geometry that changes
+during a run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .. import operators as ops
+from ..operators.optics import KRIVANEK_NAMES, aberration_phase
+from .losses import data_loss
+from .refinables import TILT_TYPES
+from .schemes import scheme_steps
+
+__all__ = ["MultisliceModel"]
+
+
+@dataclass(frozen=True)
+class MultisliceModel:
+    """Everything about the experiment that is not refined (immutable).
+
+    Parameters
+    ----------
+    bk : pypty.backend.Backend
+    window_yx : (int, int)
+        Probe window (Y, X) in px (``upsample_pattern`` x the detector shape).
+    pixel_size_yx_A : (float, float)
+        Reconstruction pixel size in Å.
+    wavelength_A : float
+        Electron wavelength (Å).
+    slice_distances : sequence of float (S,)
+        Slab thicknesses in Å.
+    complex_dtype : numpy dtype
+    propmethod : str
+        Splitting scheme, see :mod:`pypty.model.schemes`.
+    cutoff, rolloff : float
+        Band limit of the propagator (``damping_cutoff_multislice``, ``smooth_rolloff``).
+    loss_name : str
+        ``algorithm`` (see :mod:`pypty.model.losses`), or "lsq_compressed" with ``masks``.
+    eps : float
+        Loss regulariser in counts.
+    tilt_types : tuple of {"before", "inside", "after"}
+        Tilt types in the model (from ``tilt_mode``).
+    probe_marker, aberration_marker : int array (N,) or None
+        Probe subscan and aberration row of each pattern.
+    n_aberrations : int
+        Columns J of the aberrations array (0: none).
+    acc_voltage_kV : float
+        For the aberration basis.
+    phase_plates : ndarray complex (N, Y, X) FFT order, or None
+    near_field : dict or None
+        ``{"defocus": (N,) or (1,) Å, "cs": Å, "alpha": mrad}`` for
+        ``recon_type="near_field"``.
+    upsample : int
+        ``upsample_pattern``.
+    background_mask : device array (Yd, Xd) real or None
+        Detector pixels where a static background can exist (FFT order).
+    masks : device array (M, Yd, Xd) real or None
+        Virtual detectors (FFT order) for ``lsq_compressed``.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``propmethod``.
+    """
+
+    bk: object
+    window_yx: tuple
+    pixel_size_yx_A: tuple
+    wavelength_A: float
+    slice_distances: tuple
+    complex_dtype: np.dtype
+    propmethod: str = "multislice"
+    cutoff: float = 2 / 3
+    rolloff: float = 0.0
+    loss_name: str = "lsq_sqrt"
+    eps: float = 1e-6
+    tilt_types: tuple = ()
+    probe_marker: Optional[np.ndarray] = None
+    aberration_marker: Optional[np.ndarray] = None
+    n_aberrations: int = 0
+    acc_voltage_kV: float = 200.0
+    phase_plates: Optional[np.ndarray] = None
+    near_field: Optional[dict] = None
+    upsample: int = 1
+    background_mask: object = None
+    masks: object = None
+
+    def __post_init__(self):
+        xp = self.bk.xp
+        cdt = np.dtype(self.complex_dtype)
+        rdt = np.finfo(cdt).dtype
+        win = tuple(int(v) for v in self.window_yx)
+        steps = scheme_steps(self.propmethod, self.slice_distances)
+        kernels = {}
+        for st in steps:
+            if st.kind == "P" and st.distance not in kernels:
+                k = ops.fresnel_kernel(win, self.pixel_size_yx_A, self.wavelength_A, st.distance,
+                                       self.cutoff, self.rolloff)
+                kernels[st.distance] = xp.asarray(k, dtype=cdt)
+        basis = None
+        if self.n_aberrations:
+            b = [aberration_phase(win, self.pixel_size_yx_A, self.acc_voltage_kV, {name: 1.0})
+                 for name in KRIVANEK_NAMES[:self.n_aberrations]]
+            basis = xp.asarray(np.stack(b), dtype=rdt)  # (J, Y, X), rad per Å
+        nf = None
+        if self.near_field is not None:
+            df = np.atleast_1d(np.asarray(self.near_field["defocus"], dtype=float))
+            h = ops.near_field_transfer(win, self.pixel_size_yx_A, self.wavelength_A, df,
+                                        float(self.near_field.get("cs", 0.0)),
+                                        float(self.near_field.get("alpha", 0.0)))
+            nf = xp.asarray(h, dtype=cdt)  # (1 or N, Y, X)
+        ry, rx = ops.window_coordinates_A(win, self.pixel_size_yx_A)
+        derived = dict(
+            window_yx=win, detector_yx=(win[0] // self.upsample, win[1] // self.upsample), steps=steps,
+            _kyx_px=(xp.asarray(np.fft.fftfreq(win[0])[:, None], dtype=rdt),
+                     xp.asarray(np.fft.fftfreq(win[1])[None, :], dtype=rdt)),
+            _kyx_A=(xp.asarray(np.fft.fftfreq(win[0], d=self.pixel_size_yx_A[0])[:, None], dtype=rdt),
+                    xp.asarray(np.fft.fftfreq(win[1], d=self.pixel_size_yx_A[1])[None, :], dtype=rdt)),
+            _ryx_A=(xp.asarray(ry, dtype=rdt), xp.asarray(rx, dtype=rdt)),
+            _kernels=kernels, _basis=basis, _nf=nf, _cdt=cdt, _rdt=rdt)
+        for name, value in derived.items():  # derived once; the model is immutable afterwards
+            object.__setattr__(self, name, value)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def compressed(self) -> bool:
+        """True for compressed data (virtual-detector signals, ``lsq_compressed``)."""
+        return self.masks is not None
+
+    def _tilt(self, tilts, bidx_dev, kind):
+        if tilts is None or kind not in self.tilt_types:
+            return None
+        a, b = TILT_TYPES[kind]
+        t = tilts[:, a:b]
+        return t[bidx_dev] if t.shape[0] > 1 else self.bk.xp.broadcast_to(t, (bidx_dev.shape[0], 2))
+
+    def _ctf(self, arrays, bidx):
+        """Per-pattern factor C_n (B, Y, X) or None."""
+        xp = self.bk.xp
+        c = None
+        ab = arrays.get("aberrations_array")
+        if self._basis is not None and ab is not None:
+            rows = ab[xp.asarray(self.aberration_marker[bidx])] if self.aberration_marker is not None \
+                else xp.broadcast_to(ab[0], (len(bidx), ab.shape[1]))
+            c = ops.aberration_ctf(xp, rows, self._basis, self._cdt)
+        if self.phase_plates is not None:
+            plate = xp.asarray(self.phase_plates[np.asarray(bidx)], dtype=self._cdt)
+            c = plate if c is None else c * plate
+        return c
+
+    def _probe_spectra(self, probe_hat, arrays, bidx):
+        """P_n (B or 1, Mp, Y, X) and the CTF used (or None)."""
+        xp = self.bk.xp
+        pn = probe_hat[xp.asarray(self.probe_marker[bidx])] if self.probe_marker is not None else probe_hat[0][None]
+        c = self._ctf(arrays, bidx)
+        if c is not None:
+            pn = ops.modulate(pn, c)
+        return pn, c
+
+    def _powered(self, obj):
+        """``{w: O^w}`` on the whole canvas for the transmission exponents of the scheme (w = 1: O itself)."""
+        weights = sorted({st.weight for st in self.steps if st.kind == "T"})
+        return {w: ops.transmission_power(self.bk.xp, obj, w) for w in weights}
+
+    # ------------------------------------------------------------------ forward
+    def _forward(self, arrays, probe_hat, bidx, subpixel, keep):
+        """Forward pass of one batch; returns (measured-quantity model, cache for the backward pass)."""
+        bk, xp = self.bk, self.bk.xp
+        canvas = arrays["obj"].shape[-2:]
+        bidx_dev = xp.asarray(bidx)
+        tilts = arrays.get("tilts")
+        corners, frac = ops.split_positions(xp, arrays["positions"][bidx_dev], self.window_yx, canvas, subpixel)
+        idx = ops.patch_indices(xp, corners, self.window_yx, canvas)
+        # one gather per distinct transmission exponent (only 1 except for yoshida): (S, B, Mo, Y, X)
+        patches = {w: ops.extract_patches(xp, o, idx) for w, o in arrays["_powered"].items()}
+        ramp = ops.shift_ramp(xp, self._kyx_px, frac, self._cdt)  # (B, Y, X)
+        pn, ctf = self._probe_spectra(probe_hat, arrays, bidx)
+        psi = ops.shift_probe(bk, pn, ramp)  # (B, Mp, Y, X)
+        t_before, t_inside, t_after = (self._tilt(tilts, bidx_dev, k) for k in ("before", "inside", "after"))
+        e_before = e_after = None
+        if t_before is not None:
+            e_before = ops.tilt_phase(xp, self._ryx_A, t_before, self.wavelength_A, self._cdt)
+            psi = ops.modulate(psi, e_before)
+        psi0 = psi
+        psi = psi[:, None]  # (B, 1, Mp, Y, X)
+        trace = []
+        for st in self.steps:
+            if st.kind == "T":
+                u = patches[st.weight][st.slice_index]
+                trace.append((st, psi if keep else None, u))
+                psi = ops.transmit(psi, u)
+            else:
+                kern = self._kernels[st.distance]
+                if t_inside is not None:
+                    kern = kern * ops.tilt_ramp(xp, self._kyx_A, t_inside, st.distance, self._cdt)[:, None, None]
+                psi, w_hat = ops.propagate(bk, psi, kern, keep_spectrum=True)
+                trace.append((st, w_hat if keep else None, kern))
+        if t_after is not None:
+            e_after = ops.tilt_phase(xp, self._ryx_A, t_after, self.wavelength_A, self._cdt)
+            psi = ops.modulate(psi, e_after)
+        h = None
+        if self._nf is not None:
+            h = self._nf[bidx_dev] if self._nf.shape[0] > 1 else self._nf
+            inten, field_ = ops.near_field(bk, psi, h)
+        else:
+            inten, field_ = ops.farfield(bk, psi)
+        inten = ops.bin_pattern(xp, inten, self.upsample)
+        model = inten
+        bc = arrays.get("beam_current")
+        if bc is not None:
+            model = model * bc[bidx_dev][:, None, None].astype(model.dtype, copy=False)
+        bg = arrays.get("static_background")
+        if bg is not None:
+            model = model + (bg * self.background_mask)[None].astype(model.dtype, copy=False)
+        if self.compressed:
+            model = ops.compress(xp, model, self.masks)
+        cache = dict(bidx_dev=bidx_dev, idx=idx, ramp=ramp, pn=pn, ctf=ctf, psi0=psi0,
+                     e_before=e_before, e_after=e_after, t_inside=t_inside, trace=trace, psi_exit=psi,
+                     field=field_, h=h, inten=inten)
+        return model, cache
+
+    # ------------------------------------------------------------------ public
+    def predict(self, arrays, idx, subpixel=True):
+        """Model of the measured quantity for patterns ``idx``.
+
+        Parameters
+        ----------
+        arrays : dict name -> device array (obj, probe and positions
+            required, others optional/None; see :mod:`pypty.model.refinables`).
+        idx : int array (B,) of pattern indices.
+
+        Returns
+        -------
+        real array: patterns (B, Yd, Xd) in FFT order, or signals (B, M) for
+        compressed data.
+        """
+        probe_hat = self.bk.fft2(arrays["probe"])
+        arrays = dict(arrays, _powered=self._powered(arrays["obj"]))
+        return self._forward(arrays, probe_hat, np.asarray(idx), subpixel, keep=False)[0]
+
+    def loss_and_grad(self, arrays, batches, get_data, need=(), subpixel=True):
+        """Data loss summed over the given batches and its gradients.
+
+        Parameters
+        ----------
+        arrays : dict name -> device array (obj, probe, positions required;
+            tilts, beam_current, static_background, aberrations_array
+            optional: absent or None = not in the model).
+        batches : iterable of int index arrays (NumPy) into the N patterns
+        get_data : callable(idx) -> real device array (B, Yd, Xd) FFT order
+            (or (B, M) signals for ``lsq_compressed``)
+        need : collection of array names
+            Gradients to compute (others are skipped, saving work).
+        subpixel : bool
+            Use sub-pixel shifts of the probe.
+
+        Returns
+        -------
+        loss : float (float64 accumulation), unweighted
+        grads : dict name -> device array, same shape as the input
+            (``positions`` float64 (N, 2) and per-pattern arrays are zero for
+            patterns not in the batches).
+        """
+        bk, xp = self.bk, self.bk.xp
+        need = set(need)
+        obj, probe = arrays["obj"], arrays["probe"]
+        probe_hat = bk.fft2(probe)
+        arrays = dict(arrays, _powered=self._powered(obj))
+        g = {}
+        if "obj" in need:  # accumulated per transmission exponent w, i.e. w.r.t. O^w on the canvas
+            flat = (obj.shape[0], obj.shape[1], obj.shape[2] * obj.shape[3])
+            g["_powered"] = {w: xp.zeros(flat, dtype=obj.dtype) for w in arrays["_powered"]}
+        if "probe" in need:
+            g["probe"] = xp.zeros_like(probe_hat)
+        for name in ("positions", "tilts", "beam_current", "static_background", "aberrations_array"):
+            if name in need:
+                g[name] = xp.zeros(arrays[name].shape, dtype=xp.float64)
+        total = xp.zeros((), dtype=xp.float64)
+        keep = bool(need & {"obj", "tilts"})
+        for bidx in batches:
+            bidx = np.asarray(bidx)
+            model, c = self._forward(arrays, probe_hat, bidx, subpixel, keep)
+            val, dl = data_loss(self.loss_name, xp, model, get_data(bidx), self.eps, self.compressed)
+            total += val
+            if need:
+                self._backward(arrays, bidx, c, dl, need, g)
+        grads = {}
+        if "obj" in need:
+            gp = g.pop("_powered")
+            g_obj = None
+            for w, gw in gp.items():  # chain rule through O^w: G_O = conj(w O^w / O) G_(O^w)
+                gw = ops.transmission_power_grad(xp, obj, arrays["_powered"][w], w, gw.reshape(obj.shape))
+                g_obj = gw if g_obj is None else g_obj + gw
+            g["obj"] = g_obj
+        for name, val in g.items():
+            if name == "probe":
+                val = bk.ifft2(val).astype(probe.dtype, copy=False)
+            elif name != "obj":
+                val = val.astype(arrays[name].dtype, copy=False)
+            grads[name] = val
+        return float(total), grads
+
+    # ------------------------------------------------------------------ backward
+    def _backward(self, arrays, bidx, c, dl, need, g):
+        bk, xp = self.bk, self.bk.xp
+        bidx_dev = c["bidx_dev"]
+        if self.compressed:
+            dl = ops.compress_adjoint(xp, dl, self.masks)
+        if "static_background" in need:
+            g["static_background"] += xp.sum(dl, axis=0, dtype=xp.float64) * self.background_mask
+        bc = arrays.get("beam_current")
+        if "beam_current" in need:
+            g["beam_current"][bidx_dev] += xp.sum(dl * c["inten"], axis=(1, 2), dtype=xp.float64)
+        if bc is not None:
+            dl = dl * bc[bidx_dev][:, None, None].astype(dl.dtype, copy=False)
+        if not need & {"obj", "probe", "positions", "tilts", "aberrations_array"}:
+            return
+        dl = ops.bin_pattern_adjoint(xp, dl, self.upsample)
+        if c["h"] is not None:  # near field: intensity image -> exit wave
+            chi = ops.near_field_adjoint(bk, dl, c["field"], c["h"])
+        else:
+            chi = ops.farfield_adjoint(bk, dl, c["field"])  # (B, Mo, Mp, Y, X)
+        if c["e_after"] is not None:
+            if "tilts" in need:
+                self._add_tilt(g, bidx_dev, "after",
+                               ops.tilt_phase_gradient(xp, chi, c["psi_exit"], self._ryx_A, self.wavelength_A))
+            chi = ops.modulate_adjoint(chi, c["e_after"])
+        to_probe = bool(need & {"probe", "positions", "aberrations_array", "tilts"})
+        for i in range(len(c["trace"]) - 1, -1, -1):
+            st, saved, op = c["trace"][i]
+            if st.kind == "T":
+                to_wave = i > 0 or to_probe
+                g_u, g_psi = ops.transmit_adjoint(xp, chi, saved, op, to_patches="obj" in need, to_wave=to_wave)
+                if g_u is not None:
+                    ops.scatter_patches(xp, g["_powered"][st.weight][st.slice_index], g_u, c["idx"])
+                if not to_wave:
+                    return
+                chi = g_psi
+            else:
+                inside = "tilts" in need and c["t_inside"] is not None
+                chi, g_hat = ops.propagate_adjoint(bk, chi, op, keep_spectrum=True)
+                if inside:
+                    self._add_tilt(g, bidx_dev, "inside",
+                                   ops.tilt_gradient(xp, g_hat, saved, self._kyx_A, st.distance))
+        chi = xp.sum(chi, axis=1)  # psi_0 was broadcast over object modes -> (B, Mp, Y, X)
+        if c["e_before"] is not None:
+            if "tilts" in need:
+                self._add_tilt(g, bidx_dev, "before",
+                               ops.tilt_phase_gradient(xp, chi, c["psi0"], self._ryx_A, self.wavelength_A))
+            chi = ops.modulate_adjoint(chi, c["e_before"])
+        g_pn = ops.shift_probe_adjoint(bk, chi, c["ramp"])  # gradient w.r.t. P_n (B, Mp, Y, X)
+        pn = c["pn"]
+        if "positions" in need:
+            g["positions"][bidx_dev] = ops.shift_gradient(xp, g_pn, pn, self._kyx_px)
+        if "aberrations_array" in need:
+            ga = ops.aberration_gradient(xp, g_pn, pn, self._basis)  # (B, J)
+            rows = self.aberration_marker[bidx] if self.aberration_marker is not None else np.zeros(len(bidx), int)
+            ops.scatter_rows(xp, g["aberrations_array"], rows, ga)
+        if "probe" in need:
+            if c["ctf"] is not None:
+                g_pn = ops.modulate_adjoint(g_pn, c["ctf"])
+            if self.probe_marker is not None:
+                ops.scatter_rows(xp, g["probe"], self.probe_marker[bidx], g_pn)
+            else:
+                g["probe"][0] += xp.sum(g_pn, axis=0)
+
+    def _add_tilt(self, g, bidx_dev, kind, gt):
+        a, b = TILT_TYPES[kind]
+        if g["tilts"].shape[0] > 1:
+            g["tilts"][bidx_dev, a:b] += gt
+        else:
+            g["tilts"][0, a:b] += gt.sum(axis=0)

@@ -1,0 +1,364 @@
+"""Turn validated parameters into device arrays, a data source and a model.
+
+This is where the user layout (object (y, x, slices, modes), probe
+(y, x, modes) or (y, x, modes, subscans), centred patterns) is converted to
+the internal FFT-friendly layout (object (slices, modes, y, x), probe
+(subscans, modes, y, x), FFT order), the object canvas is sized to the scan,
+the probe is built from the data when none is given, and the optional arrays
+(tilts, beam current, static background, aberrations array) are created when
+they are used or refined.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .. import operators as ops
+from ..data import PatternSource, Preprocessing, SignalSource
+from ..data.memory import resolve_compute_batch
+from ..initialize.probe import probe_from_parameters
+from ..operators.optics import KRIVANEK_NAMES, electron_wavelength_A
+from ..parameters import PyptyParameterError
+from ..parameters.epoch_eval import EpochExpression
+from ..parameters.schedule import may_be_on
+from .canvas import ensure_margin
+from .multislice import MultisliceModel
+from .refinables import TILT_TYPES, tilt_types_for_mode
+
+__all__ = ["Setup", "build_setup"]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The static problem of a run: data access, model and the *initial* arrays (see :func:`build_setup`).
+
+    ``arrays`` holds the initial device arrays in the internal layout (see
+    :mod:`pypty.model.refinables`); optional ones are present only when the
+    model uses them.  ``position_offset`` (2,) px: user-frame position =
+    canvas position + offset, for the initial canvas.  Nothing here changes
+    during a run: the state of a run (arrays, canvas, offset, optimizer) lives
+    in :class:`pypty.engine.session.Reconstruction`.
+    """
+
+    bk: object
+    source: object
+    model: MultisliceModel
+    arrays: dict
+    position_offset: np.ndarray
+    n_patterns: int
+    compute_batch: int
+    complex_dtype: np.dtype
+    real_dtype: np.dtype
+    get_data: Callable
+    probe_4d: bool = False
+
+    @property
+    def canvas_yx(self) -> tuple:
+        """Initial object canvas (Ny, Nx) in px."""
+        return tuple(int(v) for v in self.arrays["obj"].shape[-2:])
+
+    def close(self):
+        """Close the data source (an open HDF5 file)."""
+        self.source.close()
+
+
+def _err(name, msg):
+    return PyptyParameterError(f"parameter '{name}': {msg}")
+
+
+def build_setup(p: dict, bk, log=None, keep_canvas=False) -> Setup:
+    """Build data source, model and initial device arrays from validated parameters.
+
+    ``keep_canvas``: never crop the given object (an exact restart continues
+    on the saved canvas even with ``use_full_FOV=False``); it is still padded
+    if a window does not fit.
+
+    Raises
+    ------
+    PyptyParameterError
+        Shapes or settings that do not fit together (probe vs patterns,
+        positions vs data, object slices vs ``num_slices``, markers, tilts
+        outside ``tilt_mode``, masks without ``lsq_compressed``, ...).
+    pypty.data.DataError
+        Unusable data.
+    """
+    say = log or (lambda m: None)
+    cdt = np.dtype(np.complex128 if p["default_dtype"] == "double" else np.complex64)
+    rdt = np.dtype(np.float64 if cdt == np.complex128 else np.float32)
+    ddt = np.dtype(p["force_dataset_dtype"]) if p["force_dataset_dtype"] is not None else rdt
+    compressed = p["algorithm"] == "lsq_compressed"
+    if compressed != (p["masks"] is not None):
+        raise _err("masks", "virtual-detector masks and algorithm 'lsq_compressed' go together; got "
+                            f"masks {'set' if p['masks'] is not None else 'None'} with algorithm "
+                            f"{p['algorithm']!r}")
+    if compressed:
+        for key, default in (("data_bin", 1), ("data_pad", 0), ("flip_ky", False), ("upsample_pattern", 1)):
+            if p[key] != default:
+                raise _err(key, f"must stay {default!r} for compressed data (apply it to the masks instead)")
+        source = SignalSource(p["data_path"], p["dataset"], ddt)
+    else:
+        prep = Preprocessing(multiplier=float(p["data_multiplier"]), pad=int(p["data_pad"]),
+                             bin=int(p["data_bin"]), flip_ky=bool(p["flip_ky"]),
+                             shift=tuple(float(v) for v in p["data_shift_vector"]))
+        source = PatternSource(p["data_path"], p["dataset"], prep, ddt,
+                               load_one_by_one=bool(p["load_one_by_one"]) and not bool(p["preload_to_cpu"]),
+                               scan_size=p["scan_size"])
+    try:
+        return _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas)
+    except BaseException:
+        source.close()
+        raise
+
+
+def ddt_of(source):
+    """dtype of the batches a data source returns."""
+    return source.signals.dtype if isinstance(source, SignalSource) else source.dtype
+
+
+def _detector_shape(p, source, compressed):
+    if not compressed:
+        return tuple(source.pattern_shape)
+    masks = np.asarray(p["masks"])
+    if masks.ndim != 3 or masks.shape[0] != source.n_signals:
+        raise _err("masks", f"expected shape (n_masks={source.n_signals}, ky, kx) to match the compressed "
+                            f"data (N, {source.n_signals}), got {masks.shape}")
+    return tuple(masks.shape[1:])
+
+
+def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
+    xp = bk.xp
+    n = source.n
+    detector = _detector_shape(p, source, compressed)
+    up = int(p["upsample_pattern"])
+    near = p["recon_type"] == "near_field"
+    if near and up != 1:
+        raise _err("upsample_pattern", "must be 1 for recon_type 'near_field' (patterns are images)")
+    win = (detector[0] * up, detector[1] * up)
+    pix = (float(p["pixel_size_y_A"]), float(p["pixel_size_x_A"]))
+    lam = electron_wavelength_A(p["acc_voltage"])
+    # ---------------------------------------------------------------- positions and canvas
+    pos = np.array(p["positions"], dtype=np.float64)
+    if pos.shape != (n, 2):
+        raise _err("positions", f"expected shape ({n}, 2) (one (y, x) per pattern), got {pos.shape}")
+    n_slices = int(p["num_slices"])
+    obj = np.asarray(p["obj"]) if p["obj"] is not None else np.ones((1, 1, n_slices, 1), dtype=cdt)
+    if obj.ndim != 4:
+        raise _err("obj", f"expected 4 dimensions (y, x, slices, modes), got shape {obj.shape}")
+    if obj.shape[2] != n_slices:
+        raise _err("obj", f"has {obj.shape[2]} slices but num_slices = {n_slices}")
+    obj_int = np.transpose(obj, (2, 3, 0, 1)).astype(cdt)  # a copy: the user's array is never touched
+    sel = slice(None)
+    crop = False
+    if p["sequence"] is not None and not callable(p["sequence"]) and not isinstance(p["sequence"], EpochExpression) \
+            and not p["use_full_FOV"]:
+        sel, crop = np.asarray(p["sequence"], dtype=np.int64), not keep_canvas
+    margin = int(p["extra_space_on_side_px"])
+    obj_int, _, shift = ensure_margin(np, obj_int, pos[sel], win, margin, crop=crop)
+    pos = pos + shift  # windows of patterns outside the sequence may fall outside a cropped canvas
+    offset = -shift.astype(float)
+    ny, nx = obj_int.shape[-2:]
+    if tuple(shift) != (0, 0) or (ny, nx) != obj.shape[:2]:
+        say(f"object canvas {ny} x {nx} px (shift {tuple(int(s) for s in shift)} px, margin {margin} px)")
+    # ---------------------------------------------------------------- probe
+    data_mean = None if compressed else source.mean_pattern()  # one pass over the data (centred)
+    probe_int, probe_4d = _probe(p, data_mean, win, detector, up, pix, lam, near, compressed, say)
+    # ---------------------------------------------------------------- model extras
+    arrays = {"obj": bk.asarray(np.ascontiguousarray(obj_int)), "probe": bk.asarray(probe_int.astype(cdt)),
+              "positions": bk.asarray(pos)}
+    kw = {}
+    tilt_types = tilt_types_for_mode(p["tilt_mode"])
+    tilts = np.array(p["tilts"], dtype=np.float64)
+    if tilts.shape[0] not in (1, n):
+        raise _err("tilts", f"expected 1 row (a common tilt) or N = {n} rows, got shape {tilts.shape}")
+    for kind, (a, b) in TILT_TYPES.items():
+        if kind not in tilt_types and np.any(tilts[:, a:b] != 0):
+            raise _err("tilts", f"has non-zero '{kind}' tilts (columns {a}, {b - 1}) but tilt_mode "
+                                f"{p['tilt_mode']} uses only {', '.join(tilt_types)}")
+    if np.any(tilts != 0) or may_be_on(p["update_tilts"]):
+        arrays["tilts"] = bk.asarray(tilts)
+        kw["tilt_types"] = tilt_types
+        if "inside" in tilt_types and n_slices == 1 and p["propmethod"] == "multislice":
+            warnings.warn(f"parameter 'tilt_mode': {p['tilt_mode']} uses tilts inside the specimen, but with "
+                          f"num_slices = 1 and propmethod 'multislice' there is no propagation inside it, so "
+                          f"they have no effect (use tilt_mode 2 for a beam tilt, or more slices)", stacklevel=4)
+    if p["beam_current"] is not None or may_be_on(p["update_beam_current"]):
+        bc = np.ones(n) if p["beam_current"] is None else np.array(p["beam_current"], dtype=np.float64)
+        if bc.shape != (n,):
+            raise _err("beam_current", f"expected shape ({n},) (one value per pattern), got {bc.shape}")
+        arrays["beam_current"] = bk.asarray(bc)
+    _background(p, arrays, kw, detector, compressed, near, bk)
+    _aberrations(p, arrays, kw, n, bk)
+    if p["phase_plate_in_h5"] is not None:
+        kw["phase_plates"] = _phase_plates(p["phase_plate_in_h5"], n, win, cdt)
+    if near:
+        df = np.atleast_1d(np.asarray(p["defocus_array"], dtype=float))
+        if df.size not in (1, n):
+            raise _err("defocus_array", f"expected 1 value or N = {n} values, got {df.size}")
+        kw["near_field"] = {"defocus": df, "cs": float(p["Cs"]), "alpha": float(p["alpha_near_field"])}
+    if compressed:
+        kw["masks"] = bk.asarray(np.fft.ifftshift(np.asarray(p["masks"], dtype=rdt), axes=(-2, -1)))
+    if p["probe_marker"] is not None:
+        marker = np.asarray(p["probe_marker"], dtype=np.int64)
+        if marker.shape != (n,) or marker.min() < 0 or marker.max() >= probe_int.shape[0]:
+            raise _err("probe_marker", f"expected {n} integers in [0, {probe_int.shape[0] - 1}] (probes on the "
+                                       f"last axis of the 4D probe), got shape {marker.shape}")
+        kw["probe_marker"] = marker
+    elif probe_int.shape[0] > 1:
+        raise _err("probe", f"is 4D with {probe_int.shape[0]} subscan probes but probe_marker is None")
+    # ---------------------------------------------------------------- model
+    dz = np.atleast_1d(np.asarray(p["slice_distances"], dtype=float))
+    if dz.size == 1:
+        dz = np.full(n_slices, dz[0])
+    if dz.size != n_slices:
+        raise _err("slice_distances", f"expected 1 or num_slices = {n_slices} values, got {dz.size}")
+    # the loss regulariser depends on the data only (never on the current probe), so restarts are exact
+    if compressed:
+        mean_total = float(np.mean(np.abs(source.signals).sum(axis=1)))
+    else:
+        mean_total = float(np.sum(data_mean))
+    eps = max(1e-6 * mean_total / (detector[0] * detector[1]), 1e-12)
+    model = MultisliceModel(bk, win, pix, lam, tuple(dz), cdt, propmethod=p["propmethod"],
+                            cutoff=float(p["damping_cutoff_multislice"]), rolloff=float(p["smooth_rolloff"]),
+                            loss_name=p["algorithm"], eps=eps, upsample=up, acc_voltage_kV=float(p["acc_voltage"]),
+                            **kw)
+    # ---------------------------------------------------------------- data access
+    per_pattern = source.n_signals if compressed else detector[0] * detector[1]
+    on_device = n * per_pattern * np.dtype(ddt_of(source)).itemsize if bk.is_gpu and not p["load_one_by_one"] \
+        else 0
+    n_probe_modes = probe_int.shape[1] * (2 if probe_int.shape[0] > 1 else 1)  # per-pattern spectra with markers
+    batch, why = resolve_compute_batch(p, bk, n, win, (ny, nx), n_slices * (3 if p["propmethod"] == "yoshida" else 1),
+                                       obj_int.shape[1], n_probe_modes, cdt, on_device)  # "auto": pypty/data/memory.py
+    say(why)
+    if bk.is_gpu and not p["load_one_by_one"]:
+        dev = bk.asarray(source.batch(np.arange(n)))
+        get_data = lambda idx: dev[xp.asarray(idx)]  # noqa: E731
+    else:
+        get_data = lambda idx: bk.asarray(source.batch(idx))  # noqa: E731
+    say(f"{n} measurements, detector {detector[0]} x {detector[1]} px, probe window {win[0]} x {win[1]} px, "
+        f"object {ny} x {nx} px x {n_slices} slices x {obj_int.shape[1]} modes, probe modes "
+        f"{probe_int.shape[1]} x {probe_int.shape[0]} subscans, {p['propmethod']}, {cdt}, backend {bk.name}"
+        + (f"; also {', '.join(k for k in arrays if k not in ('obj', 'probe', 'positions'))}"
+           if len(arrays) > 3 else ""))
+    return Setup(bk=bk, source=source, model=model, arrays=arrays, position_offset=offset, n_patterns=n,
+                 compute_batch=batch, complex_dtype=cdt, real_dtype=rdt, get_data=get_data, probe_4d=probe_4d)
+
+
+def _probe(p, data_mean, win, detector, up, pix, lam, near, compressed, say):
+    """Internal probe (K, Mp, Y, X) complex128 and whether the user layout is 4D."""
+    probe = p["probe"]
+    mean_total = None if data_mean is None else float(data_mean.sum())
+    if probe is None:
+        if compressed:
+            raise _err("probe", "must be given for compressed data (no patterns to build it from)")
+        mp = np.asarray(p["mean_pattern"] if p["mean_pattern"] is not None else data_mean, dtype=float)
+        if mp.shape != detector:
+            raise _err("mean_pattern", f"expected shape {detector} (the preprocessed pattern), got {mp.shape}")
+        if near:
+            h = ops.near_field_transfer(win, pix, lam, float(np.mean(p["defocus_array"])), float(p["Cs"]))
+            amp = np.sqrt(np.clip(mp, 0, None))
+            probe = np.fft.ifft2(np.fft.fft2(amp) * h.conj())[..., None]
+            say("probe built from the mean image, propagated back by the mean defocus")
+        else:  # beam initialisation: pypty/initialize/probe.py
+            if up > 1:  # spread each detector pixel over u x u model pixels
+                mp = np.fft.fftshift(ops.bin_pattern_adjoint(np, np.fft.ifftshift(mp)[None], up)[0]) / up**2
+            probe, how = probe_from_parameters(dict(p, mean_pattern=mp), mp, win, pix)
+            say("probe built from the " + how)
+        if p["probe_marker"] is not None:
+            k = int(np.max(p["probe_marker"])) + 1
+            probe = np.repeat(probe[..., None], k, axis=3)
+    probe = np.asarray(probe)
+    probe_4d = probe.ndim == 4
+    if probe.ndim == 2:
+        probe = probe[..., None]
+    if probe.ndim == 3:
+        probe = probe[..., None]
+    if probe.ndim != 4 or probe.shape[:2] != win:
+        raise _err("probe", f"expected shape ({win[0]}, {win[1]}, modes) or ({win[0]}, {win[1]}, modes, subscans) "
+                            f"to match the preprocessed patterns (after data_bin/data_pad, times "
+                            f"upsample_pattern), got {probe.shape}")
+    probe_int = np.transpose(probe, (3, 2, 0, 1)).astype(np.complex128)  # (K, Mp, Y, X), a copy
+    power = float(np.sum(np.abs(probe_int) ** 2)) / probe_int.shape[0]
+    if power <= 0:
+        raise _err("probe", "is zero everywhere")
+    if mean_total is not None and not near:
+        ratio = mean_total / power
+        if not 0.5 <= ratio <= 2.0:
+            warnings.warn(f"parameter 'probe': its intensity sum |probe|^2 = {power:.4g} differs from the mean "
+                          f"counts per pattern {mean_total:.4g}; the probe is rescaled by {math.sqrt(ratio):.4g} "
+                          f"in amplitude", stacklevel=4)
+            probe_int = probe_int * np.sqrt(ratio)
+    return probe_int, probe_4d
+
+
+def _background(p, arrays, kw, detector, compressed, near, bk):
+    bg = p["static_background"]
+    on = may_be_on(p["update_static_background"])
+    is_zero = np.all(np.asarray(bg) == 0)
+    if is_zero:
+        if on:
+            raise _err("static_background", "is 0 but update_static_background is on: start from a small "
+                                            "positive value (e.g. 1e-3 counts), 0 means 'no background'")
+        return
+    if near:
+        raise _err("static_background", "is not available for recon_type 'near_field'")
+    pad = 0 if compressed else int(p["data_pad"])
+    mask = np.zeros(detector)
+    mask[pad:detector[0] - pad, pad:detector[1] - pad] = 1.0
+    if np.ndim(bg) == 0:
+        arr = float(bg) * mask
+    else:
+        arr = np.array(bg, dtype=np.float64)
+        inner = (detector[0] - 2 * pad, detector[1] - 2 * pad)
+        if arr.shape == inner and pad:
+            arr = np.pad(arr, pad)
+        if arr.shape != detector:
+            raise _err("static_background", f"expected shape {detector} (the preprocessed pattern) or {inner} "
+                                            f"(before data_pad), got {arr.shape}")
+        if arr.min() < 0:
+            raise _err("static_background", f"must be >= 0 counts, smallest value {arr.min():.3g}")
+        arr = arr * mask
+    arrays["static_background"] = bk.asarray(np.fft.ifftshift(arr))
+    kw["background_mask"] = bk.asarray(np.fft.ifftshift(mask))
+
+
+def _aberrations(p, arrays, kw, n, bk):
+    ab = np.array(p["aberrations_array"], dtype=np.float64)
+    marker = p["aberration_marker"]
+    if not (np.any(ab != 0) or may_be_on(p["update_aberrations_array"]) or marker is not None):
+        return
+    if ab.shape[1] > len(KRIVANEK_NAMES):
+        raise _err("aberrations_array", f"at most {len(KRIVANEK_NAMES)} columns ({KRIVANEK_NAMES[0]} ... "
+                                        f"{KRIVANEK_NAMES[-1]}), got {ab.shape[1]}")
+    if marker is not None:
+        marker = np.asarray(marker, dtype=np.int64)
+        if marker.shape != (n,) or marker.min() < 0 or marker.max() >= ab.shape[0]:
+            raise _err("aberration_marker", f"expected {n} integers in [0, {ab.shape[0] - 1}] (rows of "
+                                            f"aberrations_array), got shape {marker.shape}")
+        kw["aberration_marker"] = marker
+    elif ab.shape[0] > 1:
+        raise _err("aberration_marker", f"is None but aberrations_array has {ab.shape[0]} rows: say which row "
+                                        f"each measurement uses")
+    arrays["aberrations_array"] = bk.asarray(ab)
+    kw["n_aberrations"] = ab.shape[1]
+
+
+def _phase_plates(path, n, win, cdt):
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            if "configs" not in fh:
+                raise _err("phase_plate_in_h5", f"{path!r} has no dataset 'configs' (found {list(fh.keys())})")
+            plates = np.asarray(fh["configs"][...])
+    except OSError as exc:
+        raise _err("phase_plate_in_h5", f"{path!r} is not a readable HDF5 file: {exc}") from exc
+    if plates.shape != (n,) + tuple(win):
+        raise _err("phase_plate_in_h5", f"dataset 'configs' must have shape ({n}, {win[0]}, {win[1]}), got "
+                                        f"{plates.shape}")
+    if not np.iscomplexobj(plates):
+        plates = np.exp(1j * plates.astype(float))  # real plates are phases in rad
+    return np.fft.ifftshift(plates, axes=(-2, -1)).astype(cdt)
