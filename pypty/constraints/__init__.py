@@ -12,7 +12,7 @@ kind      meaning                                                 L-BFGS history
 ========  ======================================================  ==========================
 none      nothing changed                                         untouched
 reset     a nonlinear edit (filters, charge flip, vacuum restart)  reset
-map       a loss-invariant change of basis T (mode orthogonality)  T applied to every (s, y)
+map       a loss-invariant change of basis T (mode orthogonality)  T applied to every (s, y) and the cached gradient
 keep      an edit after which the pairs stay valid                kept
 ========  ======================================================  ==========================
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.ndimage
 
-__all__ = ["DataError", "Preprocessing", "PatternSource", "SignalSource", "preprocess"]
+__all__ = ["DataError", "Preprocessing", "PatternSource", "SignalSource", "preprocess", "open_measurements"]
 
 
 class DataError(ValueError):
@@ -87,7 +87,51 @@ def preprocess(patterns: np.ndarray, prep: Preprocessing, dtype=np.float64) -> n
     return np.ascontiguousarray(out, dtype=dtype)
 
 
-class PatternSource:
+def open_measurements(path: str):
+    """Open a measurement file: ``(array-like, h5py.File or None)``.
+
+    ``.npy`` files are memory-mapped (no HDF5 handle); ``.h5``/``.hdf5``/``.hdf``
+    files return their ``data`` dataset and the open file, which the caller
+    must close.
+
+    Raises
+    ------
+    DataError
+        Missing file, unreadable HDF5, no ``data`` dataset, unknown extension.
+    """
+    if not os.path.exists(path):
+        raise DataError(f"data_path {path!r} does not exist")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npy":
+        return np.load(path, mmap_mode="r"), None
+    if ext in (".h5", ".hdf5", ".hdf"):
+        import h5py
+
+        try:
+            h5 = h5py.File(path, "r")
+        except OSError as exc:
+            raise DataError(f"data_path {path!r} is not a readable HDF5 file: {exc}") from exc
+        if "data" not in h5:
+            keys = list(h5.keys())
+            h5.close()
+            raise DataError(f"data_path {path!r} has no dataset 'data' (found {keys})")
+        return h5["data"], h5
+    raise DataError(f"data_path {path!r}: unsupported extension {ext!r}; use .h5/.hdf5 or .npy")
+
+
+class _Source:
+    """Common part of the sources: the HDF5 handle and its closing."""
+
+    _h5 = None
+
+    def close(self):
+        """Close the underlying HDF5 file, if any."""
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+
+class PatternSource(_Source):
     """Measured diffraction patterns with validation and batched access.
 
     Parameters
@@ -120,12 +164,11 @@ class PatternSource:
                  load_one_by_one=True, scan_size=None, check_chunk=256):
         self.prep = prep
         self.dtype = np.dtype(dtype)
-        self._h5 = None
         if dataset is not None:
             raw = np.asarray(dataset)
             self.origin = "array"
         elif data_path:
-            raw = self._open(str(data_path))
+            raw, self._h5 = open_measurements(str(data_path))
             self.origin = str(data_path)
         else:
             raise DataError("no data: set 'data_path' (an .h5 or .npy file) or 'dataset' (an array)")
@@ -164,33 +207,6 @@ class PatternSource:
         if not load_one_by_one:
             self._memory = self._read(np.arange(self.n))
         self._mean_total = None
-
-    # ------------------------------------------------------------------ files
-    def _open(self, path):
-        if not os.path.exists(path):
-            raise DataError(f"data_path {path!r} does not exist")
-        ext = os.path.splitext(path)[1].lower()
-        if ext == ".npy":
-            return np.load(path, mmap_mode="r")
-        if ext in (".h5", ".hdf5", ".hdf"):
-            import h5py
-
-            try:
-                self._h5 = h5py.File(path, "r")
-            except OSError as exc:
-                raise DataError(f"data_path {path!r} is not a readable HDF5 file: {exc}") from exc
-            if "data" not in self._h5:
-                keys = list(self._h5.keys())
-                self._h5.close()
-                raise DataError(f"data_path {path!r} has no dataset 'data' (found {keys})")
-            return self._h5["data"]
-        raise DataError(f"data_path {path!r}: unsupported extension {ext!r}; use .h5/.hdf5 or .npy")
-
-    def close(self):
-        """Close the underlying HDF5 file, if any."""
-        if self._h5 is not None:
-            self._h5.close()
-            self._h5 = None
 
     def _raw_rows(self, idx):
         idx = np.asarray(idx)
@@ -252,7 +268,7 @@ class PatternSource:
         return np.fft.fftshift(acc / max(len(idx), 1))
 
 
-class SignalSource:
+class SignalSource(_Source):
     """Compressed measurements: virtual-detector signals (N, M) for ``lsq_compressed``.
 
     Parameters
@@ -271,12 +287,11 @@ class SignalSource:
     """
 
     def __init__(self, data_path="", dataset=None, dtype=np.float64):
-        self._h5 = None
         if dataset is not None:
             raw, self.origin = np.asarray(dataset), "array"
         elif data_path:
             self.origin = str(data_path)
-            raw = PatternSource._open(self, str(data_path))
+            raw, self._h5 = open_measurements(str(data_path))
         else:
             raise DataError("no data: set 'data_path' (an .h5 or .npy file) or 'dataset' (an array)")
         try:
@@ -291,12 +306,6 @@ class SignalSource:
                             f"NaN or inf values")
         self.n = int(self.signals.shape[0])
         self.n_signals = int(self.signals.shape[1])
-
-    def close(self):
-        """Close the underlying HDF5 file, if any."""
-        if self._h5 is not None:
-            self._h5.close()
-            self._h5 = None
 
     def batch(self, idx):
         """Signals (len(idx), M) for measurement indices ``idx``."""

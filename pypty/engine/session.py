@@ -248,8 +248,9 @@ class Reconstruction:
             if change.kind == "none":
                 continue
             changed = {k: v for k, v in new.items() if v is not self.arrays.get(k)}
+            rule = HISTORY_RULES[change.kind]  # a "map" change is loss-invariant: the cached gradient is mapped too
             self.replace_arrays(changed, f"{c.name}: {change.reason}" if change.reason else c.name,
-                                history=HISTORY_RULES[change.kind], maps=change.maps or None)
+                                history=rule, maps=change.maps or None, cache="map" if rule == "map" else "clear")
 
     # ------------------------------------------------------------ epochs
     def step(self, epoch: int) -> StepReport:
