@@ -1,4 +1,4 @@
-"""Write docs/parameters.md from the table in pypty/parameters.py.
+"""Write docs/parameters.md from the table in pypty/parameters/table.py.
 
 Usage: ``python scripts/generate_parameter_docs.py [--check]``; with
 ``--check`` nothing is written and the exit status is 1 when the file is

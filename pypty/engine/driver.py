@@ -27,6 +27,7 @@ from ..output.logs import LossLog, save_checkpoints
 from ..output.results import load_results, results_path
 from ..output.savepoints import SavePoints
 from ..parameters import to_jsonable
+from ..parameters.consistency import check_consistency
 from ..parameters.schedule import every
 from ..regularizers import build_terms
 from .session import Reconstruction
@@ -82,6 +83,8 @@ def reconstruct(p: dict, terms=None, constraints=None) -> dict:
     t0 = time.perf_counter()
     check_plain_folder(p)
     parent, restart = _restart_params(p)
+    if restart:
+        check_consistency(p)  # the saved arrays replaced validated ones
     bk = get_backend()
     pf = int(p["print_flag"])
     say = (lambda m: tqdm.write(m)) if pf >= 2 else None

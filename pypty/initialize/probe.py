@@ -26,17 +26,13 @@ from numpy.polynomial import hermite as _hermite
 
 from ..data import PatternSource, Preprocessing
 from ..operators.optics import aberration_phase, aberrations_as_dict, electron_wavelength_A, spatial_frequencies
-from ..parameters import PyptyParameterError, validate
+from ..parameters import parameter_error as _err, validate
 
 __all__ = ["make_probe", "aperture_from_binary", "probe_from_beam", "hermite_modes", "defocus_spread_probe",
            "probe_from_parameters", "initial_probe"]
 
 #: Power of every higher Hermite mode relative to the first mode at the start.
 HERMITE_MODE_POWER = 0.1
-
-
-def _err(name, msg):
-    return PyptyParameterError(f"parameter '{name}': {msg}")
 
 
 def make_probe(shape_yx, pixel_size_A, acc_voltage_kV, semiangle_mrad, aberrations=None,
@@ -254,8 +250,8 @@ def probe_from_parameters(p, data_mean_pattern, window_yx, pixel_size_yx_A):
     Raises
     ------
     PyptyParameterError
-        Wrong shapes of ``mean_pattern``/``beam_ctf``, both mode kinds given,
-        empty aperture.
+        Wrong shapes of ``mean_pattern``/``beam_ctf``, empty aperture (both
+        mode kinds together are refused by :func:`pypty.parameters.validate`).
     """
     win = tuple(int(v) for v in window_yx)
     dmp = np.asarray(data_mean_pattern, dtype=float)
@@ -273,8 +269,6 @@ def probe_from_parameters(p, data_mean_pattern, window_yx, pixel_size_yx_A):
     else:
         beam = np.sqrt(np.clip(mp, 0, None))
         how = "mean pattern"
-    if p["defocus_spread_modes"] is not None and p["n_hermite_probe_modes"] is not None:
-        raise _err("defocus_spread_modes", "give either defocus_spread_modes or n_hermite_probe_modes, not both")
     args = (beam, pixel_size_yx_A, p["acc_voltage"])
     if p["defocus_spread_modes"] is not None:
         probe = defocus_spread_probe(*args, p["defocus_spread_modes"], p["aberrations"], p["extra_probe_defocus"])

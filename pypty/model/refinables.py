@@ -13,7 +13,8 @@ behaviour).
 
 Tilts have three types, each a column pair of the tilts array
 (:data:`TILT_TYPES`); ``tilt_mode`` selects which are in the model
-(:func:`tilt_types_for_mode`).
+(:func:`tilt_types_for_mode`); both are defined with the parameters
+(:mod:`pypty.parameters.conventions`) and re-exported here.
 """
 from __future__ import annotations
 
@@ -22,26 +23,10 @@ from typing import Callable
 
 import numpy as np
 
+from ..parameters.conventions import TILT_TYPES, tilt_types_for_mode
+
 __all__ = ["Refinable", "REFINABLES", "BY_NAME", "ARRAY_NAMES", "checkpoint_name", "component_name",
            "arrays_to_user", "TILT_TYPES", "tilt_types_for_mode"]
-
-#: Column pairs (y, x) of the tilts array per tilt type.
-TILT_TYPES = {"before": (0, 2), "inside": (2, 4), "after": (4, 6)}
-
-_TILT_MODES = {0: ("inside",), 1: ("after",), 2: ("before",), 3: ("inside", "after"),
-               4: ("before", "inside", "after")}
-
-
-def tilt_types_for_mode(tilt_mode: int) -> tuple:
-    """Tilt types used by ``tilt_mode`` (0 inside, 1 after, 2 before, 3 inside+after, 4 all).
-
-    Raises ValueError for another value.
-    """
-    try:
-        return _TILT_MODES[int(tilt_mode)]
-    except KeyError:
-        raise ValueError(f"tilt_mode must be one of {sorted(_TILT_MODES)}, got {tilt_mode!r}") from None
-
 
 def _copy(a, probe_4d):
     return np.array(a, copy=True)

@@ -21,13 +21,13 @@ from .. import operators as ops
 from ..data import PatternSource, Preprocessing, SignalSource
 from ..data.memory import resolve_compute_batch
 from ..initialize.probe import probe_from_parameters
-from ..operators.optics import KRIVANEK_NAMES, electron_wavelength_A
-from ..parameters import PyptyParameterError
+from ..operators.optics import electron_wavelength_A
+from ..parameters import parameter_error as _err
 from ..parameters.epoch_eval import EpochExpression
 from ..parameters.schedule import may_be_on
 from .canvas import ensure_margin
 from .multislice import MultisliceModel
-from .refinables import TILT_TYPES, tilt_types_for_mode
+from .refinables import tilt_types_for_mode
 
 __all__ = ["Setup", "build_setup"]
 
@@ -66,10 +66,6 @@ class Setup:
         self.source.close()
 
 
-def _err(name, msg):
-    return PyptyParameterError(f"parameter '{name}': {msg}")
-
-
 def build_setup(p: dict, bk, log=None, keep_canvas=False) -> Setup:
     """Build data source, model and initial device arrays from validated parameters.
 
@@ -91,14 +87,7 @@ def build_setup(p: dict, bk, log=None, keep_canvas=False) -> Setup:
     rdt = np.dtype(np.float64 if cdt == np.complex128 else np.float32)
     ddt = np.dtype(p["force_dataset_dtype"]) if p["force_dataset_dtype"] is not None else rdt
     compressed = p["algorithm"] == "lsq_compressed"
-    if compressed != (p["masks"] is not None):
-        raise _err("masks", "virtual-detector masks and algorithm 'lsq_compressed' go together; got "
-                            f"masks {'set' if p['masks'] is not None else 'None'} with algorithm "
-                            f"{p['algorithm']!r}")
     if compressed:
-        for key, default in (("data_bin", 1), ("data_pad", 0), ("flip_ky", False), ("upsample_pattern", 1)):
-            if p[key] != default:
-                raise _err(key, f"must stay {default!r} for compressed data (apply it to the masks instead)")
         source = SignalSource(p["data_path"], p["dataset"], ddt)
     else:
         prep = Preprocessing(multiplier=float(p["data_multiplier"]), pad=int(p["data_pad"]),
@@ -135,8 +124,6 @@ def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
     detector = _detector_shape(p, source, compressed)
     up = int(p["upsample_pattern"])
     near = p["recon_type"] == "near_field"
-    if near and up != 1:
-        raise _err("upsample_pattern", "must be 1 for recon_type 'near_field' (patterns are images)")
     win = (detector[0] * up, detector[1] * up)
     pix = (float(p["pixel_size_y_A"]), float(p["pixel_size_x_A"]))
     lam = electron_wavelength_A(p["acc_voltage"])
@@ -174,10 +161,6 @@ def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
     tilts = np.array(p["tilts"], dtype=np.float64)
     if tilts.shape[0] not in (1, n):
         raise _err("tilts", f"expected 1 row (a common tilt) or N = {n} rows, got shape {tilts.shape}")
-    for kind, (a, b) in TILT_TYPES.items():
-        if kind not in tilt_types and np.any(tilts[:, a:b] != 0):
-            raise _err("tilts", f"has non-zero '{kind}' tilts (columns {a}, {b - 1}) but tilt_mode "
-                                f"{p['tilt_mode']} uses only {', '.join(tilt_types)}")
     if np.any(tilts != 0) or may_be_on(p["update_tilts"]):
         arrays["tilts"] = bk.asarray(tilts)
         kw["tilt_types"] = tilt_types
@@ -190,7 +173,7 @@ def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
         if bc.shape != (n,):
             raise _err("beam_current", f"expected shape ({n},) (one value per pattern), got {bc.shape}")
         arrays["beam_current"] = bk.asarray(bc)
-    _background(p, arrays, kw, detector, compressed, near, bk)
+    _background(p, arrays, kw, detector, compressed, bk)
     _aberrations(p, arrays, kw, n, bk)
     if p["phase_plate_in_h5"] is not None:
         kw["phase_plates"] = _phase_plates(p["phase_plate_in_h5"], n, win, cdt)
@@ -207,8 +190,6 @@ def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
             raise _err("probe_marker", f"expected {n} integers in [0, {probe_int.shape[0] - 1}] (probes on the "
                                        f"last axis of the 4D probe), got shape {marker.shape}")
         kw["probe_marker"] = marker
-    elif probe_int.shape[0] > 1:
-        raise _err("probe", f"is 4D with {probe_int.shape[0]} subscan probes but probe_marker is None")
     # ---------------------------------------------------------------- model
     dz = np.atleast_1d(np.asarray(p["slice_distances"], dtype=float))
     if dz.size == 1:
@@ -294,17 +275,10 @@ def _probe(p, data_mean, win, detector, up, pix, lam, near, compressed, say):
     return probe_int, probe_4d
 
 
-def _background(p, arrays, kw, detector, compressed, near, bk):
+def _background(p, arrays, kw, detector, compressed, bk):
     bg = p["static_background"]
-    on = may_be_on(p["update_static_background"])
-    is_zero = np.all(np.asarray(bg) == 0)
-    if is_zero:
-        if on:
-            raise _err("static_background", "is 0 but update_static_background is on: start from a small "
-                                            "positive value (e.g. 1e-3 counts), 0 means 'no background'")
+    if np.all(np.asarray(bg) == 0):
         return
-    if near:
-        raise _err("static_background", "is not available for recon_type 'near_field'")
     pad = 0 if compressed else int(p["data_pad"])
     mask = np.zeros(detector)
     mask[pad:detector[0] - pad, pad:detector[1] - pad] = 1.0
@@ -330,18 +304,12 @@ def _aberrations(p, arrays, kw, n, bk):
     marker = p["aberration_marker"]
     if not (np.any(ab != 0) or may_be_on(p["update_aberrations_array"]) or marker is not None):
         return
-    if ab.shape[1] > len(KRIVANEK_NAMES):
-        raise _err("aberrations_array", f"at most {len(KRIVANEK_NAMES)} columns ({KRIVANEK_NAMES[0]} ... "
-                                        f"{KRIVANEK_NAMES[-1]}), got {ab.shape[1]}")
     if marker is not None:
         marker = np.asarray(marker, dtype=np.int64)
         if marker.shape != (n,) or marker.min() < 0 or marker.max() >= ab.shape[0]:
             raise _err("aberration_marker", f"expected {n} integers in [0, {ab.shape[0] - 1}] (rows of "
                                             f"aberrations_array), got shape {marker.shape}")
         kw["aberration_marker"] = marker
-    elif ab.shape[0] > 1:
-        raise _err("aberration_marker", f"is None but aberrations_array has {ab.shape[0]} rows: say which row "
-                                        f"each measurement uses")
     arrays["aberrations_array"] = bk.asarray(ab)
     kw["n_aberrations"] = ab.shape[1]
 

@@ -1,146 +1,46 @@
-"""Physics-free L-BFGS with a strong-Wolfe line search over named blocks.
+"""L-BFGS over named blocks (N&W Alg. 7.4 two-loop recursion, strong-Wolfe steps).
 
-Data model
-----------
-A *parameter vector* is a ``dict[str, array]`` of named blocks (e.g.
-``{"object": ..., "probe": ...}``).  Each block is a real or complex NumPy or
-CuPy array of any shape.  All array code dispatches on the array module of the
-block (:func:`_xp`), so CuPy arrays stay on the GPU; only NumPy and the
-standard library are imported here.
-
-The inner product is ``vdot(a, b) = sum_k Re(sum(conj(a_k) * b_k))``,
-accumulated in float64 and returned as a Python float.  It is the real inner
-product of the vectors obtained by viewing every complex entry as two reals.
-
-Gradient convention
--------------------
-The objective is ``fun(x) -> (loss, grad)`` where ``grad`` has the same keys,
-shapes and dtypes as ``x``.  For a real block ``g_k = dL/dx_k``; for a complex
-block ``g_k = 2 dL/d(conj z_k)`` (Wirtinger derivative; equal to
-``dL/dRe z + 1j dL/dIm z``).  With this convention, to first order,
-``L(x + d) = L(x) + vdot(g, d)`` for real and complex blocks alike, so the
-optimizer never needs to know which blocks are complex.
-
-Algorithm
----------
-* Direction: the L-BFGS two-loop recursion (Nocedal & Wright, *Numerical
-  Optimization*, 2nd ed., Alg. 7.4) with a block-diagonal initial inverse
-  Hessian ``H0 = diag(gamma_k I)``, where ``gamma_k = <s_k, y_k>/<y_k, y_k>``
-  is the Barzilai-Borwein (1988) ratio of the newest pair restricted to block
-  ``k`` (the global ratio is used where the block ratio is non-positive or not
-  finite).  Pairs with ``<s, y> <= curvature_eps * |s| |y|`` are not stored,
-  so H stays positive definite.
-* Step length: a line search enforcing the *strong* Wolfe conditions
-  ``f(a) <= f0 + c1 a f'(0)`` and ``|f'(a)| <= c2 |f'(0)|`` (N&W Alg. 3.5
-  bracketing and Alg. 3.6 zoom with safeguarded cubic/quadratic
-  interpolation, eq. 3.59).  A step that does not strictly lower the loss is
-  never accepted.
-* Initial trial step: with history, ``update_step`` (the BB-scaled direction
-  makes 1 natural).  Without history the direction is ``-g`` and the trial is
-  ``update_step * gamma_BB`` if a previous accepted step left a BB ratio
-  (this is what makes ``hist_length=0`` a usable BB-scaled steepest descent),
-  otherwise ``update_step * min(1, 1/|g|)`` so the first trial moves ``x`` by
-  at most ``update_step`` in norm, even when ``|g|`` is huge.
+See :mod:`pypty.optim` for the data model, the gradient convention and the
+algorithm; the line search is in :mod:`pypty.optim.linesearch` and the vector
+algebra in :mod:`pypty.optim.blocks`.
 """
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 
 import numpy
 
-__all__ = ["vdot", "axpy", "scale", "norm", "LBFGS", "StepResult"]
+from .blocks import block_dot, check_grad, norm, scale, signature, vdot
+from .linesearch import WolfeOptions, line_search
 
-
-def _xp(a):
-    """Array module (``numpy`` or ``cupy``) of array ``a``; never imports CuPy."""
-    cupy = sys.modules.get("cupy")
-    return cupy.get_array_module(a) if cupy is not None else numpy
-
-
-def _block_dot(a, b) -> float:
-    """``Re(sum(conj(a) * b))`` for two arrays of equal shape, in float64."""
-    xp = _xp(a)
-    if a.dtype == b.dtype and a.dtype in (numpy.float64, numpy.complex128):
-        return float(xp.vdot(a.ravel(), b.ravel()).real)
-    ac, bc = xp.iscomplexobj(a), xp.iscomplexobj(b)
-    if ac and bc:
-        r = xp.sum(a.real * b.real, dtype=xp.float64) + xp.sum(a.imag * b.imag, dtype=xp.float64)
-    elif ac:
-        r = xp.sum(a.real * b, dtype=xp.float64)
-    elif bc:
-        r = xp.sum(a * b.real, dtype=xp.float64)
-    else:
-        r = xp.sum(a * b, dtype=xp.float64)
-    return float(r)
-
-
-def vdot(a: dict, b: dict) -> float:
-    """Real inner product ``sum_k Re(sum(conj(a[k]) * b[k]))`` of two block dicts.
-
-    Blocks may be real or complex arrays of any shape (``a[k].shape ==
-    b[k].shape``).  Sums are accumulated in float64; returns a Python float.
-    Raises ``KeyError`` if ``b`` lacks a key of ``a``.
-    """
-    return sum((_block_dot(a[k], b[k]) for k in a), 0.0)
-
-
-def norm(a: dict) -> float:
-    """Euclidean norm ``sqrt(vdot(a, a))`` of a block dict (Python float)."""
-    return math.sqrt(max(vdot(a, a), 0.0))
-
-
-def scale(alpha: float, d: dict) -> dict:
-    """Return ``{k: alpha * d[k]}`` as new arrays with the dtype of each block kept.
-
-    ``alpha`` must be a real scalar (complex64 blocks stay complex64).
-    """
-    alpha = float(alpha)
-    return {k: (alpha * v).astype(v.dtype, copy=False) for k, v in d.items()}
-
-
-def axpy(alpha: float, d: dict, x: dict) -> dict:
-    """Return ``{k: x[k] + alpha * d[k]}`` as new arrays with ``x[k].dtype`` kept.
-
-    ``alpha`` is a real scalar.  Raises ``KeyError`` if ``d`` lacks a key of
-    ``x`` and ``TypeError`` if a complex ``d[k]`` would be added to a real
-    ``x[k]``.
-    """
-    alpha = float(alpha)
-    out = {}
-    for k, xk in x.items():
-        dk = d[k]
-        xp = _xp(xk)
-        if xp.iscomplexobj(dk) and not xp.iscomplexobj(xk):
-            raise TypeError(f"block {k!r}: complex update for a real block")
-        out[k] = (xk + alpha * dk).astype(xk.dtype, copy=False)
-    return out
-
-
-def _signature(x: dict) -> tuple:
-    return tuple(sorted((k, tuple(v.shape), str(v.dtype)) for k, v in x.items()))
-
-
-def _check_grad(x: dict, g: dict) -> None:
-    if set(g) != set(x):
-        raise ValueError(f"gradient keys {sorted(g)} differ from parameter keys {sorted(x)}")
-    for k, v in x.items():
-        if tuple(g[k].shape) != tuple(v.shape):
-            raise ValueError(f"block {k!r}: gradient shape {g[k].shape} != parameter shape {v.shape}")
+__all__ = ["LBFGS", "StepResult"]
 
 
 @dataclass
 class StepResult:
     """Outcome of one :meth:`LBFGS.step`.
 
-    Attributes: ``x`` new parameters (the input dict itself if rejected);
-    ``f`` loss at ``x``; ``g`` gradient at ``x``; ``step`` accepted step
-    length along the search direction (0.0 if rejected); ``n_evals`` calls of
-    ``fun`` in this step (including the initial one when ``f0``/``g0`` were
-    not given); ``accepted``; ``message`` why the step was rejected or the
-    history reset / a pair skipped ("" if nothing notable);
-    ``history_size`` number of stored (s, y) pairs after the step.
+    Attributes
+    ----------
+    x : dict[str, array]
+        New parameters (the input dict itself if rejected).
+    f : float
+        Loss at ``x``.
+    g : dict[str, array]
+        Gradient at ``x``.
+    step : float
+        Accepted step length along the search direction (0.0 if rejected).
+    n_evals : int
+        Calls of ``fun`` in this step (including the initial one when
+        ``f0``/``g0`` were not given).
+    accepted : bool
+        Whether the parameters moved.
+    message : str
+        Why the step was rejected, the history reset or a pair skipped, and
+        line-search notes, joined by ``"; "`` (``""`` if nothing notable).
+    history_size : int
+        Number of stored (s, y) pairs after the step.
     """
 
     x: dict
@@ -160,15 +60,6 @@ class _Pair:
     rho: float          # 1 / <s, y>
     gamma: float        # global BB ratio <s, y> / <y, y>
     gamma_k: dict       # per-block BB ratio (or the global one as fallback)
-
-
-@dataclass
-class _Pt:
-    a: float
-    f: float
-    dphi: float | None  # directional derivative; None if unusable
-    x: dict | None = None
-    g: dict | None = None
 
 
 class LBFGS:
@@ -197,26 +88,28 @@ class LBFGS:
     curvature_eps : float
         Pairs with ``<s, y> <= curvature_eps * |s| |y|`` are skipped.
 
-    Raises ``ValueError`` for out-of-range parameters.  Deterministic: the same
-    inputs give bit-identical results.
+    Raises
+    ------
+    ValueError
+        A parameter is out of range.
+
+    Notes
+    -----
+    Direction by the two-loop recursion (Nocedal & Wright, *Numerical
+    Optimization*, 2nd ed., Alg. 7.4), step length by the strong-Wolfe search
+    of :mod:`pypty.optim.linesearch` (Alg. 3.5 and 3.6).  Deterministic: the
+    same inputs give bit-identical results.
     """
 
     def __init__(self, hist_length=10, c1=0.1, c2=0.9, reduce_factor=0.1, optimism=3.0,
                  max_count=20, min_step=1e-20, *, curvature_eps=1e-10):
         self.hist_length = self._check_hist(hist_length)
-        self._check_wolfe(c1, c2)
-        if not 0.0 < reduce_factor < 1.0:
-            raise ValueError("reduce_factor must be in (0, 1)")
-        if not optimism > 1.0:
-            raise ValueError("optimism must be > 1")
-        if max_count is not None and not max_count >= 1:
-            raise ValueError("max_count must be >= 1, None or inf")
-        if not min_step >= 0.0:
-            raise ValueError("min_step must be >= 0")
+        max_count = math.inf if max_count is None else max_count
+        WolfeOptions(c1, c2, reduce_factor, optimism, max_count, min_step)  # validates
         self.c1, self.c2 = float(c1), float(c2)
         self.reduce_factor = float(reduce_factor)
         self.optimism = float(optimism)
-        self.max_count = math.inf if max_count is None else max_count
+        self.max_count = max_count
         self.min_step = float(min_step)
         self.curvature_eps = float(curvature_eps)
         self._hist: list[_Pair] = []
@@ -232,18 +125,19 @@ class LBFGS:
             raise ValueError("hist_length must be a non-negative integer or math.inf")
         return int(m)
 
-    @staticmethod
-    def _check_wolfe(c1, c2):
-        if not 0.0 < c1 < c2 < 1.0:
-            raise ValueError("need 0 < c1 < c2 < 1")
-
     @property
     def history_size(self) -> int:
         """Number of stored (s, y) pairs."""
         return len(self._hist)
 
     def reset(self, reason: str = "") -> None:
-        """Forget all (s, y) pairs and the BB step scale; ``reason`` is recorded."""
+        """Forget all (s, y) pairs and the BB step scale.
+
+        Parameters
+        ----------
+        reason : str
+            Recorded as :attr:`last_reset_reason`.
+        """
         self._hist.clear()
         self._bb_gamma = None
         self.last_reset_reason = reason
@@ -254,6 +148,13 @@ class LBFGS:
         Used when a refined array changes shape between steps (e.g. the object
         canvas is padded: ``fn`` pads the differences with zeros), so the
         curvature information is kept instead of being reset.
+
+        Parameters
+        ----------
+        name : str
+            Block name; pairs without it are left alone.
+        fn : callable
+            ``fn(array) -> array``, applied to ``s[name]`` and ``y[name]``.
         """
         for pair in self._hist:
             if name in pair.s:
@@ -359,7 +260,7 @@ class LBFGS:
             return ""
         gk = {}
         for k in s:
-            syk, yyk = _block_dot(s[k], y[k]), _block_dot(y[k], y[k])
+            syk, yyk = block_dot(s[k], y[k]), block_dot(y[k], y[k])
             r = syk / yyk if yyk > 0 else math.nan
             gk[k] = r if (math.isfinite(r) and r > 0) else gamma
         self._hist.append(_Pair(s, y, 1.0 / sy, gamma, gk))
@@ -367,29 +268,76 @@ class LBFGS:
             self._hist.pop(0)
         return ""
 
+    def _steepest(self, g0: dict, gnorm: float, update_step):
+        """``-g0`` and its first trial step (BB ratio of the last pair, else ``min(1, 1/|g0|)``)."""
+        a0 = self._bb_gamma if self._bb_gamma is not None else min(1.0, 1.0 / gnorm)
+        return scale(-1.0, g0), update_step * a0
+
+    def _search_direction(self, g0: dict, gnorm: float, update_step, msgs: list):
+        """Direction ``d``, first trial step and slope ``vdot(g0, d)``.
+
+        The two-loop direction with history, otherwise (or when it is not a
+        descent direction: the history is then reset and a message appended to
+        ``msgs``) the steepest-descent one of :meth:`_steepest`.
+        """
+        if self._hist:
+            d, a0 = self._direction(g0), float(update_step)
+        else:
+            d, a0 = self._steepest(g0, gnorm, update_step)
+        dphi0 = vdot(g0, d)
+        if not (math.isfinite(dphi0) and dphi0 < 0.0):
+            self.reset("not a descent direction")
+            msgs.append("history reset: not a descent direction")
+            d, a0 = self._steepest(g0, gnorm, update_step)
+            dphi0 = vdot(g0, d)
+        return d, float(a0), dphi0
+
+    def _reject(self, why: str, msgs: list, x: dict, f0: float, g0: dict, n: int) -> StepResult:
+        """Reset the history for ``why`` and return the unchanged point."""
+        self.reset(why)
+        return StepResult(x, f0, g0, 0.0, n, False, "; ".join(msgs + [why]), 0)
+
     # ---------------------------------------------------------------------- step
     def step(self, fun, x: dict, f0: float | None = None, g0: dict | None = None, *,
              update_step=1.0, hist_length=None, c1=None, c2=None) -> StepResult:
         """One quasi-Newton iteration: direction, line search, history update.
 
-        ``fun(x) -> (loss, grad)`` with the gradient convention of the module
-        docstring.  ``f0``/``g0`` are the loss and gradient at ``x`` (evaluated
-        here if either is None).  ``update_step`` scales the initial trial
-        step; ``hist_length``, ``c1``, ``c2`` override the constructor values
-        for this call.  The history is reset if the block names, shapes or
-        dtypes differ from the previous call, if the direction is not a descent
-        direction, or if the step is rejected.  Returns a :class:`StepResult`;
-        on rejection ``x``, ``f0``, ``g0`` are returned unchanged.  Raises
-        ``ValueError`` for invalid overrides or gradients whose keys/shapes do
-        not match ``x``.
+        The history is reset if the block names, shapes or dtypes differ from
+        the previous call, if the direction is not a descent direction, or if
+        the step is rejected.
+
+        Parameters
+        ----------
+        fun : callable
+            ``fun(x) -> (loss, grad)`` with the gradient convention of
+            :mod:`pypty.optim`.
+        x : dict[str, array]
+            Current parameters (not modified).
+        f0 : float or None
+            Loss at ``x``; evaluated here (with ``g0``) if either is None.
+        g0 : dict[str, array] or None
+            Gradient at ``x``.
+        update_step : float
+            Scale of the initial trial step (see :mod:`pypty.optim`).
+        hist_length, c1, c2 : optional
+            Override the constructor values for this call.
+
+        Returns
+        -------
+        StepResult
+            On rejection ``x``, ``f0``, ``g0`` are returned unchanged.
+
+        Raises
+        ------
+        ValueError
+            Invalid overrides, or gradients whose keys/shapes do not match ``x``.
         """
         m = self.hist_length if hist_length is None else self._check_hist(hist_length)
-        c1 = self.c1 if c1 is None else float(c1)
-        c2 = self.c2 if c2 is None else float(c2)
-        self._check_wolfe(c1, c2)
+        options = WolfeOptions(self.c1 if c1 is None else float(c1), self.c2 if c2 is None else float(c2),
+                               self.reduce_factor, self.optimism, self.max_count, self.min_step)
         msgs = []
 
-        sig = _signature(x)
+        sig = signature(x)
         if self._sig is not None and sig != self._sig:
             self.reset("block set changed")
             msgs.append("history reset: block set changed")
@@ -402,41 +350,21 @@ class LBFGS:
             f0, g0 = fun(x)
             n = 1
         f0 = float(f0)
-        _check_grad(x, g0)
-
-        def reject(why):
-            self.reset(why)
-            msgs.append(why)
-            return StepResult(x, f0, g0, 0.0, n, False, "; ".join(msgs), 0)
-
+        check_grad(x, g0)
         if not math.isfinite(f0):
-            return reject("rejected: initial loss not finite")
+            return self._reject("rejected: initial loss not finite", msgs, x, f0, g0, n)
         gnorm = norm(g0)
         if not math.isfinite(gnorm):
-            return reject("rejected: gradient not finite")
+            return self._reject("rejected: gradient not finite", msgs, x, f0, g0, n)
         if gnorm == 0.0:
             msgs.append("rejected: zero gradient")
             return StepResult(x, f0, g0, 0.0, n, False, "; ".join(msgs), len(self._hist))
 
-        def fresh_start():
-            a0 = self._bb_gamma if self._bb_gamma is not None else min(1.0, 1.0 / gnorm)
-            return scale(-1.0, g0), update_step * a0
-
-        if self._hist:
-            d, a0 = self._direction(g0), float(update_step)
-        else:
-            d, a0 = fresh_start()
-        dphi0 = vdot(g0, d)
-        if not (math.isfinite(dphi0) and dphi0 < 0.0):
-            self.reset("not a descent direction")
-            msgs.append("history reset: not a descent direction")
-            d, a0 = fresh_start()
-            dphi0 = vdot(g0, d)
-
-        pt, n_ls, why = self._line_search(fun, x, d, f0, dphi0, float(a0), c1, c2)
+        d, a0, dphi0 = self._search_direction(g0, gnorm, update_step, msgs)
+        pt, n_ls, why = line_search(fun, x, d, f0, dphi0, a0, options)
         n += n_ls
         if pt is None:
-            return reject(f"rejected: {why}")
+            return self._reject(f"rejected: {why}", msgs, x, f0, g0, n)
         if why:
             msgs.append(why)
         s = {k: pt.x[k] - x[k] for k in x}
@@ -445,114 +373,3 @@ class LBFGS:
         if skipped:
             msgs.append(skipped)
         return StepResult(pt.x, pt.f, pt.g, pt.a, n, True, "; ".join(msgs), len(self._hist))
-
-    # --------------------------------------------------------------- line search
-    def _line_search(self, fun, x, d, f0, dphi0, a0, c1, c2):
-        """Strong-Wolfe search along ``d`` (N&W Alg. 3.5 + 3.6).
-
-        Returns ``(point or None, n_evals, message)``; ``point`` satisfies
-        sufficient decrease and ``f < f0``.
-        """
-        count = 0
-        best = [None]
-
-        def armijo(p):
-            return math.isfinite(p.f) and p.f <= f0 + c1 * p.a * dphi0 and p.f < f0
-
-        def curvature(p):
-            return abs(p.dphi) <= -c2 * dphi0
-
-        def evaluate(a):
-            nonlocal count
-            with numpy.errstate(over="ignore", invalid="ignore"):
-                xa = axpy(a, d, x)
-            f, g = fun(xa)
-            count += 1
-            f = float(f)
-            _check_grad(x, g)
-            dphi = vdot(g, d) if math.isfinite(f) else math.nan
-            p = _Pt(a, f, dphi if math.isfinite(dphi) else None, xa, g)
-            if p.dphi is not None and armijo(p) and (best[0] is None or p.f < best[0].f):
-                best[0] = p
-            return p
-
-        def stop(why):
-            if best[0] is not None:
-                return best[0], count, f"line search stopped ({why}); accepted best sufficient-decrease point"
-            return None, count, why
-
-        def budget_left():
-            return count < self.max_count
-
-        # Bracketing phase (Alg. 3.5).
-        prev = _Pt(0.0, f0, dphi0)
-        a = a0
-        lo = hi = None
-        while True:
-            if not math.isfinite(a):
-                return stop("step length overflow")
-            if a < self.min_step:
-                return stop(f"step below min_step={self.min_step:g}")
-            if not budget_left():
-                return stop(f"max_count={self.max_count} evaluations reached")
-            p = evaluate(a)
-            if p.dphi is None or not armijo(p) or (prev.a > 0 and p.f >= prev.f):
-                lo, hi = prev, p
-                break
-            if curvature(p):
-                return p, count, ""
-            if p.dphi >= 0.0:
-                lo, hi = p, prev
-                break
-            prev, a = p, self.optimism * a
-
-        # Zoom phase (Alg. 3.6).
-        while True:
-            if abs(hi.a - lo.a) <= 1e-14 * max(lo.a, hi.a):
-                return stop("bracket collapsed")
-            a = self._interpolate(lo, hi, f0, c1, dphi0)
-            if a < self.min_step:
-                return stop(f"step below min_step={self.min_step:g}")
-            if not budget_left():
-                return stop(f"max_count={self.max_count} evaluations reached")
-            p = evaluate(a)
-            if p.dphi is None or not armijo(p) or p.f >= lo.f:
-                hi = p
-            else:
-                if curvature(p):
-                    return p, count, ""
-                if p.dphi * (hi.a - lo.a) >= 0.0:
-                    hi = lo
-                lo = p
-
-    def _interpolate(self, lo: _Pt, hi: _Pt, f0, c1, dphi0) -> float:
-        """Safeguarded cubic (N&W eq. 3.59) / quadratic trial between lo and hi.
-
-        If ``hi`` fails sufficient decrease (or is not finite) the ratio
-        ``theta = (a - lo)/(hi - lo)`` is clipped to ``[reduce_factor, 0.5]``
-        (``reduce_factor`` itself when interpolation is unusable); otherwise
-        to ``[0.1, 0.9]`` (bisection when unusable).
-        """
-        L = hi.a - lo.a
-        finite_hi = math.isfinite(hi.f)
-        shrink = (not finite_hi) or hi.dphi is None or hi.f > f0 + c1 * hi.a * dphi0
-        rf = min(self.reduce_factor, 0.5)
-        lo_c, hi_c, default = (rf, 0.5, rf) if shrink else (0.1, 0.9, 0.5)
-        theta = math.nan
-        if finite_hi and lo.dphi is not None:
-            if hi.dphi is not None:
-                d1 = lo.dphi + hi.dphi - 3.0 * (lo.f - hi.f) / (lo.a - hi.a)
-                disc = d1 * d1 - lo.dphi * hi.dphi
-                if disc >= 0.0:
-                    d2 = math.copysign(math.sqrt(disc), L)
-                    den = hi.dphi - lo.dphi + 2.0 * d2
-                    if den != 0.0:
-                        theta = (hi.a - L * (hi.dphi + d2 - d1) / den - lo.a) / L
-            if not math.isfinite(theta):
-                den = 2.0 * (hi.f - lo.f - lo.dphi * L)
-                if den > 0.0:
-                    theta = -lo.dphi * L / den
-        if not math.isfinite(theta):
-            theta = default
-        theta = min(max(theta, lo_c), hi_c)
-        return lo.a + theta * L

@@ -23,12 +23,13 @@ import io
 import os
 
 import numpy as np
-import tifffile
 
 from .atomic import atomic_write_bytes
 
 __all__ = ["TIFF_QUANTITIES", "BIT_DEPTHS", "FOVS", "scan_crop", "to_bit_depth", "write_tiff", "export_tiffs"]
 
+#: Quantities of ``save_tiff``, bit depths of ``tiff_bit_depths`` and fields of view of ``tiff_fov``
+#: (the parameter table's choices).
 TIFF_QUANTITIES = ("object_phase", "object_amplitude", "probe_amplitude", "probe_phase")
 BIT_DEPTHS = ("raw", "32", "16", "8")
 FOVS = ("crop", "full")
@@ -85,6 +86,8 @@ def to_bit_depth(img, bit: str) -> np.ndarray:
 
 def write_tiff(path: str, img, metadata: dict | None = None) -> str:
     """Write an image or stack with tifffile, atomically; returns ``path``."""
+    import tifffile  # here, not at module import: the parameter table imports this module's choices
+
     buf = io.BytesIO()
     tifffile.imwrite(buf, np.asarray(img), metadata=metadata or {})
     atomic_write_bytes(path, buf.getvalue())

@@ -11,28 +11,35 @@ reciprocal space), ``positions`` (initial vs refined scan positions),
 ``patterns`` (model vs measured diffraction patterns at a few positions, log
 scale).
 
-Public API: :data:`FIGURES`, :func:`loss_figure`, :func:`object_phase_figure`,
+Public API: :data:`FIGURES`, :data:`FIGURE_CHOICES`, :func:`loss_figure`, :func:`object_phase_figure`,
 :func:`probe_figure`, :func:`positions_figure`, :func:`patterns_figure`,
 :func:`save_png`.
 """
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from .atomic import atomic_write_bytes
 
-__all__ = ["FIGURES", "loss_figure", "object_phase_figure", "probe_figure", "positions_figure",
-           "patterns_figure", "save_png"]
+if TYPE_CHECKING:  # matplotlib is imported by the functions that draw, not by this module
+    from matplotlib.figure import Figure
+
+__all__ = ["FIGURES", "FIGURE_CHOICES", "loss_figure", "object_phase_figure", "probe_figure",
+           "positions_figure", "patterns_figure", "save_png"]
 
 #: Figure names accepted by ``save_figures``.
 FIGURES = ("loss", "object_phase", "probe", "positions", "patterns")
+#: Values of ``save_figures`` (the parameter table's choices): a figure name or "all".
+FIGURE_CHOICES = FIGURES + ("all",)
 
 
 def _figure(w, h):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(w, h), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -47,6 +54,8 @@ def _image(fig, ax, img, title, cmap="gray", extent=None):
 
 def save_png(fig: Figure, path: str) -> str:
     """Render ``fig`` with Agg and write it as PNG atomically; returns ``path``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     buf = io.BytesIO()
     FigureCanvasAgg(fig).print_png(buf)
     atomic_write_bytes(path, buf.getvalue())

@@ -14,7 +14,7 @@ Two modes, chosen by the parameters:
   unless ``overwrite_output=True``; an existing run is never overwritten
   silently.
 
-Public API: :data:`AFFIXES`, :data:`AFFIX_PRESETS`, :func:`naming_active`,
+Public API: :data:`AFFIXES`, :data:`AFFIX_PRESETS`, :data:`AFFIX_CHOICES`, :func:`naming_active`,
 :func:`run_folder_name`, :func:`is_run_folder`, :func:`check_plain_folder`,
 :func:`resolve_output_folder`.
 """
@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-__all__ = ["AFFIXES", "AFFIX_PRESETS", "naming_active", "run_folder_name", "is_run_folder",
+__all__ = ["AFFIXES", "AFFIX_PRESETS", "AFFIX_CHOICES", "naming_active", "run_folder_name", "is_run_folder",
            "check_plain_folder", "resolve_output_folder"]
 
 _RUN_MARKERS = ("results.h5", "params.json", "loss.csv", "co.npy")
@@ -91,6 +91,7 @@ AFFIX_PRESETS = {
     "default": ("patterns", "window", "pmode", "omode", "slices", "algorithm", "hist", "refine"),
     "all": tuple(AFFIXES),
 }
+#: Values of ``output_affixes`` (the parameter table's choices): presets, then single affixes.
 AFFIX_CHOICES = tuple(AFFIX_PRESETS) + tuple(AFFIXES)
 
 

@@ -135,7 +135,7 @@ def write_results(path: str, record: dict) -> str:
         dict); ``provenance`` {component: [entry, ...]}; ``attrs`` {name:
         str/int/float/bool} for the root; ``timing`` {name: float};
         optional ``restart`` {"positions_canvas", "optimizer" (from
-        :meth:`pypty.optimizer.LBFGS.state_dict`), "cache"}.
+        :meth:`pypty.optim.LBFGS.state_dict`), "cache"}.
 
     Returns
     -------
