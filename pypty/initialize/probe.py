@@ -35,6 +35,19 @@ __all__ = ["make_probe", "aperture_from_binary", "probe_from_beam", "hermite_mod
 HERMITE_MODE_POWER = 0.1
 
 
+def _append_mode(modes, cand, power):
+    """Append ``cand`` to ``modes`` after Gram-Schmidt against them, scaled to ``HERMITE_MODE_POWER * power``.
+
+    A candidate with nothing left after the orthogonalisation is appended as is (zero).
+    """
+    for prev in modes:
+        cand = cand - np.vdot(prev, cand) / np.vdot(prev, prev) * prev
+    norm = np.sum(np.abs(cand) ** 2)
+    if norm > 0:
+        cand = cand * np.sqrt(HERMITE_MODE_POWER * power / norm)
+    modes.append(cand)
+
+
 def make_probe(shape_yx, pixel_size_A, acc_voltage_kV, semiangle_mrad, aberrations=None,
                n_modes: int = 1, intensity: float = 1.0, soft_edge_px: float = 1.0):
     """Build a probe from a round condenser aperture and Krivanek aberrations.
@@ -42,8 +55,8 @@ def make_probe(shape_yx, pixel_size_A, acc_voltage_kV, semiangle_mrad, aberratio
     psi(k) = A(k) exp(-i chi(k)); the real-space probe is the unitary inverse
     FFT, centred at pixel (Y//2, X//2) of its window.  Extra modes (for mixed
     states) are the first mode multiplied by low-order Hermite-like
-    polynomials in real space, orthogonalised and given 10 % of the power each
-    before renormalisation.
+    polynomials in real space, orthogonalised and given
+    ``HERMITE_MODE_POWER`` (10 %) of the power each before renormalisation.
 
     Parameters
     ----------
@@ -98,12 +111,9 @@ def make_probe(shape_yx, pixel_size_A, acc_voltage_kV, semiangle_mrad, aberratio
     yy = (np.arange(ny) - ny // 2)[:, None] / ny
     xx = (np.arange(nx) - nx // 2)[None, :] / nx
     polys = [yy + 0 * xx, xx + 0 * yy, yy * xx, yy**2 - xx**2]
+    power = np.sum(np.abs(psi) ** 2)
     for i in range(1, int(n_modes)):
-        cand = psi * polys[(i - 1) % len(polys)] * (1 + (i - 1) // len(polys))
-        for prev in modes:
-            cand = cand - np.vdot(prev, cand) / np.vdot(prev, prev) * prev
-        cand *= np.sqrt(0.1 * np.sum(np.abs(psi) ** 2) / np.sum(np.abs(cand) ** 2))
-        modes.append(cand)
+        _append_mode(modes, psi * polys[(i - 1) % len(polys)] * (1 + (i - 1) // len(polys)), power)
     probe = np.stack(modes, axis=-1)
     probe *= np.sqrt(intensity / np.sum(np.abs(probe) ** 2))
     return probe.astype(np.complex128)
@@ -198,13 +208,10 @@ def hermite_modes(probe, orders):
         for m in range(nx):
             hy = _hermite.hermval((yy - cy) / sy, np.eye(n + 1)[n])
             hx = _hermite.hermval((xx - cx) / sx, np.eye(m + 1)[m])
-            cand = psi * hy * hx
-            for prev in modes:
-                cand = cand - np.vdot(prev, cand) / np.vdot(prev, prev) * prev
-            norm = np.sum(np.abs(cand) ** 2)
-            if modes and norm > 0:
-                cand = cand * np.sqrt(HERMITE_MODE_POWER * tot / norm)
-            modes.append(cand)
+            if modes:
+                _append_mode(modes, psi * hy * hx, tot)
+            else:
+                modes.append(psi * hy * hx)  # orders (0, 0): the probe itself
     return np.stack(modes, axis=-1)
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 
 from .. import operators as ops
+from ..backend import Backend
 from ..data import PatternSource, Preprocessing, SignalSource
 from ..data.memory import resolve_compute_batch
 from ..initialize.probe import probe_from_parameters
@@ -42,10 +43,29 @@ class Setup:
     canvas position + offset, for the initial canvas.  Nothing here changes
     during a run: the state of a run (arrays, canvas, offset, optimizer) lives
     in :class:`pypty.engine.session.Reconstruction`.
+
+    Attributes
+    ----------
+    bk : pypty.backend.Backend
+    source : PatternSource or SignalSource
+        The measured data (patterns, or signals of virtual detectors).
+    model : MultisliceModel
+    arrays : dict name -> device array
+        Initial arrays (internal layout).
+    position_offset : float64 ndarray (2,), px
+    n_patterns : int
+    compute_batch : int
+        Patterns per batch.
+    complex_dtype, real_dtype : numpy dtype
+        Precision of the computation.
+    get_data : callable(idx) -> device array
+        Preprocessed data of the patterns ``idx`` (FFT order).
+    probe_4d : bool
+        The probe is given and returned as (y, x, modes, subscans).
     """
 
-    bk: object
-    source: object
+    bk: Backend
+    source: Union[PatternSource, SignalSource]
     model: MultisliceModel
     arrays: dict
     position_offset: np.ndarray

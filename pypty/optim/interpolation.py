@@ -10,12 +10,28 @@ a fraction ``theta`` of the interval ``[a, b]`` (the minimiser is ``a + theta
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .linesearch import Trial
+__all__ = ["Trial", "cubic_min_fraction", "quadratic_min_fraction", "interpolate_step"]
 
-__all__ = ["cubic_min_fraction", "quadratic_min_fraction", "interpolate_step"]
+
+@dataclass(frozen=True)
+class Trial:
+    """One evaluated step length of the scalar search.
+
+    Attributes
+    ----------
+    a : float
+        Step length.
+    f : float
+        ``phi(a)``.
+    dphi : float or None
+        ``phi'(a)``; None when ``f`` or the slope is not finite (unusable).
+    """
+
+    a: float
+    f: float
+    dphi: float | None
 
 
 def cubic_min_fraction(a: float, fa: float, da: float, b: float, fb: float, db: float) -> float | None:
@@ -98,7 +114,7 @@ def interpolate_step(lo: Trial, hi: Trial, f0: float, dphi0: float, c1: float, r
     Parameters
     ----------
     lo, hi : Trial
-        Ends of the bracket (:class:`pypty.optim.linesearch.Trial`: ``a``,
+        Ends of the bracket (:class:`Trial`: ``a``,
         ``f``, ``dphi``); ``lo`` satisfies sufficient decrease, ``lo.a !=
         hi.a``.
     f0, dphi0 : float

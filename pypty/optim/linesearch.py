@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy
 
 from .blocks import axpy, check_grad, vdot
-from .interpolation import interpolate_step
+from .interpolation import Trial, interpolate_step
 
 __all__ = ["WolfeOptions", "Trial", "LineSearchResult", "sufficient_decrease", "StrongWolfeSearch",
            "scalar_search_wolfe", "LinePoint", "BlockLine", "line_search"]
@@ -71,25 +71,6 @@ class WolfeOptions:
             raise ValueError("max_count must be >= 1, None or inf")
         if not self.min_step >= 0.0:
             raise ValueError("min_step must be >= 0")
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One evaluated step length of the scalar search.
-
-    Attributes
-    ----------
-    a : float
-        Step length.
-    f : float
-        ``phi(a)``.
-    dphi : float or None
-        ``phi'(a)``; None when ``f`` or the slope is not finite (unusable).
-    """
-
-    a: float
-    f: float
-    dphi: float | None
 
 
 @dataclass(frozen=True)
