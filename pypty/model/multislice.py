@@ -365,13 +365,12 @@ class MultisliceModel:
         for i in range(len(c["trace"]) - 1, -1, -1):
             st, saved, op = c["trace"][i]
             if st.kind == "T":
-                to_wave = i > 0 or to_probe
-                g_u, g_psi = ops.transmit_adjoint(xp, chi, saved, op, to_patches="obj" in need, to_wave=to_wave)
-                if g_u is not None:
-                    ops.scatter_patches(xp, g["_powered"][st.weight][st.slice_index], g_u, c["idx"])
-                if not to_wave:
+                if "obj" in need:  # scattered before the wave's adjoint: the temporaries never coexist
+                    ops.scatter_patches(xp, g["_powered"][st.weight][st.slice_index],
+                                        ops.transmit_patches_adjoint(xp, chi, saved), c["idx"])
+                if i == 0 and not to_probe:
                     return
-                chi = g_psi
+                chi = ops.transmit_adjoint(chi, op)
             else:
                 inside = "tilts" in need and c["t_inside"] is not None
                 chi, g_hat = ops.propagate_adjoint(bk, chi, op, keep_spectrum=True)

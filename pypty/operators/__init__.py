@@ -34,14 +34,15 @@ from .fresnel import bandlimit_mask, fresnel_kernel, propagate, propagate_adjoin
 from .optics import aberration_ctf, aberration_gradient, aberration_phase, electron_wavelength_A
 from .patches import extract_patches, patch_indices, scatter_patches, scatter_rows, split_positions
 from .shift import separable_phase, shift_gradient, shift_probe, shift_probe_adjoint, shift_ramp, yx_moments
-from .transmission import transmission_power, transmission_power_grad, transmit, transmit_adjoint
+from .transmission import (transmission_power, transmission_power_grad, transmit, transmit_adjoint,
+                           transmit_patches_adjoint)
 
 __all__ = [
     "aberration_ctf", "aberration_gradient", "aberration_phase", "electron_wavelength_A",
     "separable_phase", "yx_moments", "shift_ramp", "shift_probe", "shift_probe_adjoint", "shift_gradient",
     "window_coordinates_A", "tilt_phase", "tilt_phase_gradient", "modulate", "modulate_adjoint",
     "split_positions", "patch_indices", "extract_patches", "scatter_patches", "scatter_rows",
-    "transmit", "transmit_adjoint", "transmission_power", "transmission_power_grad",
+    "transmit", "transmit_adjoint", "transmit_patches_adjoint", "transmission_power", "transmission_power_grad",
     "bandlimit_mask", "fresnel_kernel", "propagate", "propagate_adjoint", "tilt_ramp", "tilt_gradient",
     "farfield", "farfield_adjoint", "near_field_transfer", "near_field", "near_field_adjoint",
     "bin_pattern", "bin_pattern_adjoint", "compress", "compress_adjoint",

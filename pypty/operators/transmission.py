@@ -2,8 +2,9 @@
 
 A wave (B, 1 or Mo, Mp, Y, X) passes slab s as ``psi * u[:, :, None]`` with
 ``u`` the object patches (B, Mo, Y, X) of that slab: every probe mode meets
-every object mode.  The map is bilinear; :func:`transmit_adjoint` gives both
-partial adjoints (to the wave and to the patches).  Higher-order splitting
+every object mode.  The map is bilinear: :func:`transmit_adjoint` is the
+adjoint in the wave, :func:`transmit_patches_adjoint` the adjoint in the
+patches.  Higher-order splitting
 schemes transmit through a fraction w of a slab, ``O^w = exp(w log O)``
 (principal branch).
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["transmit", "transmit_adjoint", "transmission_power", "transmission_power_grad"]
+__all__ = ["transmit", "transmit_adjoint", "transmit_patches_adjoint", "transmission_power",
+           "transmission_power_grad"]
 
 
 def transmit(psi, u):
@@ -19,17 +21,25 @@ def transmit(psi, u):
     return psi * u[:, :, None]
 
 
-def transmit_adjoint(xp, g, psi, u, to_patches=True, to_wave=True):
-    """Adjoints of :func:`transmit` at (psi, u) applied to the gradient ``g`` (B, Mo, Mp, Y, X).
+def transmit_adjoint(g, u):
+    """Adjoint of :func:`transmit` in the wave: ``g * conj(u)[:, :, None]`` (B, Mo, Mp, Y, X).
 
-    Returns ``(g_u, g_psi)``: ``g_u = sum_Mp conj(psi) g`` (B, Mo, Y, X), the
-    gradient of the patches (None unless ``to_patches``), and
-    ``g_psi = g conj(u)`` (B, Mo, Mp, Y, X), the gradient of the incoming
-    wave before its broadcast over object modes (None unless ``to_wave``).
+    The gradient of the incoming wave before its broadcast over object modes
+    (sum it over axis 1 for a wave that was broadcast).
     """
-    g_u = xp.sum(psi.conj() * g, axis=2) if to_patches else None
-    g_psi = g * u.conj()[:, :, None] if to_wave else None
-    return g_u, g_psi
+    return g * u.conj()[:, :, None]
+
+
+def transmit_patches_adjoint(xp, g, psi):
+    """Adjoint of :func:`transmit` in the patches: ``sum_Mp conj(psi) g`` (B, Mo, Y, X).
+
+    g : (B, Mo, Mp, Y, X) gradient of the transmitted wave; psi : the
+    incoming wave (B, 1 or Mo, Mp, Y, X).  The model scatters the result onto
+    the object (:func:`pypty.operators.patches.scatter_patches`) before it
+    computes :func:`transmit_adjoint`, so the two temporaries are never alive
+    together.
+    """
+    return xp.sum(psi.conj() * g, axis=2)
 
 
 def transmission_power(xp, patch, weight):

@@ -71,13 +71,13 @@ def modulate(bk, rng, mode_axes=1):
 
 def transmit_wave(bk, rng):
     u, psi = _c(bk, rng, (B, MO) + SHAPE), _c(bk, rng, (B, MO, MP) + SHAPE)
-    return (lambda x: ops.transmit(x, u), lambda y: ops.transmit_adjoint(bk.xp, y, psi, u, to_patches=False)[1],
+    return (lambda x: ops.transmit(x, u), lambda y: ops.transmit_adjoint(y, u),
             _c(bk, rng, (B, MO, MP) + SHAPE), _c(bk, rng, (B, MO, MP) + SHAPE))
 
 
 def transmit_patches(bk, rng):
     u, psi = _c(bk, rng, (B, MO) + SHAPE), _c(bk, rng, (B, 1, MP) + SHAPE)
-    return (lambda x: ops.transmit(psi, x), lambda y: ops.transmit_adjoint(bk.xp, y, psi, u, to_wave=False)[0],
+    return (lambda x: ops.transmit(psi, x), lambda y: ops.transmit_patches_adjoint(bk.xp, y, psi),
             _c(bk, rng, (B, MO) + SHAPE), _c(bk, rng, (B, MO, MP) + SHAPE))
 
 
@@ -247,7 +247,8 @@ def test_every_operator_is_in_the_table():
     assert paired <= set(TABLE)
     adjoints = {n for n in ops.__all__ if n.endswith(("_adjoint", "_gradient", "_grad")) or n.startswith("scatter_")}
     assert adjoints == {"shift_probe_adjoint", "shift_gradient", "modulate_adjoint", "tilt_phase_gradient",
-                        "scatter_patches", "scatter_rows", "transmit_adjoint", "transmission_power_grad",
+                        "scatter_patches", "scatter_rows", "transmit_adjoint", "transmit_patches_adjoint",
+                        "transmission_power_grad",
                         "propagate_adjoint", "tilt_gradient", "farfield_adjoint", "near_field_adjoint",
                         "bin_pattern_adjoint", "compress_adjoint", "aberration_gradient"}, "new adjoint: add a row"
 
