@@ -1,7 +1,6 @@
 """Small synthetic far-field datasets with a known answer (for recovery tests)."""
 import numpy as np
 
-from pypty import operators as ops
 from pypty.backend import get_backend
 from pypty.model import MultisliceModel
 from pypty.operators.optics import electron_wavelength_A

@@ -4,7 +4,7 @@ Working memory of one loss-and-gradient evaluation of a batch of B patterns
 (window Y x X px, S slices, Mo object modes, Mp probe modes, complex item
 size c bytes), measured as the ``tracemalloc`` peak on the NumPy backend
 for S in 1..3, Mo in 1..2, Mp in 1..3, is bounded from above (by 1.2-1.35x
-of the measured peak of :class:`pypty.model.MultisliceModel`) by::
+of the measured peak of :class:`pypty.model.multislice.MultisliceModel`) by::
 
     per pattern = Y X c (3 S Mo Mp + 2 Mo Mp + 2 S Mo + 4 Mp + 4)
 
@@ -30,8 +30,8 @@ import os
 
 import numpy as np
 
-__all__ = ["SAFETY", "CPU_MAX_BATCH_BYTES", "bytes_per_pattern", "fixed_bytes", "free_memory_bytes", "auto_compute_batch",
-           "resolve_compute_batch"]
+__all__ = ["SAFETY", "CPU_MAX_BATCH_BYTES", "bytes_per_pattern", "fixed_bytes", "free_memory_bytes",
+           "auto_compute_batch", "resolve_compute_batch"]
 
 #: Multiplier on the estimated working memory.
 SAFETY = 1.25

@@ -40,8 +40,7 @@ Public API: :class:`Parameter`, :class:`ArrayDefault`, :data:`PARAMETERS`,
 
 from __future__ import annotations
 
-# The choices are defined where they are implemented; they stay importable from here (not in __all__),
-# as do DEFAULT_COMPUTE_BATCH and JSON_MAX_ARRAY_VALUES.
+# The choices are defined where they are implemented and re-exported here.
 from ..output.exports import TIFF_QUANTITIES as TIFF_CHOICES
 from ..output.figures import FIGURE_CHOICES
 from ..output.folders import AFFIX_CHOICES
@@ -64,4 +63,9 @@ __all__ = [
     "resolve_epoch_parameters",
     "to_jsonable",
     "parameter_reference_markdown",
+    "AFFIX_CHOICES",
+    "FIGURE_CHOICES",
+    "TIFF_CHOICES",
+    "DEFAULT_COMPUTE_BATCH",
+    "JSON_MAX_ARRAY_VALUES",
 ]

@@ -70,13 +70,13 @@ def modulate(bk, rng, mode_axes=1):
 
 
 def transmit_wave(bk, rng):
-    u, psi = _c(bk, rng, (B, MO) + SHAPE), _c(bk, rng, (B, MO, MP) + SHAPE)
+    u = _c(bk, rng, (B, MO) + SHAPE)
     return (lambda x: ops.transmit(x, u), lambda y: ops.transmit_adjoint(y, u),
             _c(bk, rng, (B, MO, MP) + SHAPE), _c(bk, rng, (B, MO, MP) + SHAPE))
 
 
 def transmit_patches(bk, rng):
-    u, psi = _c(bk, rng, (B, MO) + SHAPE), _c(bk, rng, (B, 1, MP) + SHAPE)
+    psi = _c(bk, rng, (B, 1, MP) + SHAPE)
     return (lambda x: ops.transmit(psi, x), lambda y: ops.transmit_patches_adjoint(bk.xp, y, psi),
             _c(bk, rng, (B, MO) + SHAPE), _c(bk, rng, (B, MO, MP) + SHAPE))
 
