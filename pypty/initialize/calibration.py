@@ -8,7 +8,7 @@ Springer Handbook of Microscopy (2019), Sec. 17.3):
   the bright-field disk radius r_BF in px;
 - reconstruction pixel: ``dx = 1 / (K * dk)`` for a (padded, binned) window
   of K px, so the probe window spans ``1 / dk`` Å;
-- electron wavelength: :func:`pypty.physics.electron_wavelength_A`.
+- electron wavelength: :func:`pypty.operators.optics.electron_wavelength_A`.
 
 Scan positions follow ``docs/conventions.md``: scan point (iy, ix) (x fast)
 sits at ``ix * step * u + iy * step * v`` with the fast-axis direction
