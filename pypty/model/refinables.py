@@ -19,6 +19,7 @@ Tilts have three types, each a column pair of the tilts array
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Callable
 
 import numpy as np
@@ -98,8 +99,8 @@ REFINABLES = (
               "(A, J) Å, Krivanek order", "(A, J) Å, Krivanek order"),
 )
 
-#: name -> :class:`Refinable`.
-BY_NAME = {r.name: r for r in REFINABLES}
+#: name -> :class:`Refinable` (read-only).
+BY_NAME = MappingProxyType({r.name: r for r in REFINABLES})
 #: Names of the refinable arrays, in optimizer-block order.
 ARRAY_NAMES = tuple(BY_NAME)
 

@@ -22,6 +22,8 @@ array was accepted: :attr:`Reparam.stale_on`.
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+
 __all__ = ["Reparam", "ObjPhase", "ProbePhase", "ProbeAbs", "BackgroundSqrt", "REPARAMS", "block_reparam"]
 
 
@@ -113,8 +115,8 @@ class BackgroundSqrt(Reparam):
         return 2.0 * x * g
 
 
-#: block name -> reparametrisation.
-REPARAMS = {r.block: r for r in (ObjPhase(), ProbePhase(), ProbeAbs(), BackgroundSqrt())}
+#: block name -> reparametrisation (read-only).
+REPARAMS = MappingProxyType({r.block: r for r in (ObjPhase(), ProbePhase(), ProbeAbs(), BackgroundSqrt())})
 
 
 def block_reparam(name: str, phase_only_obj: bool, probe_part: str):
