@@ -30,6 +30,7 @@ from ..parameters import to_jsonable
 from ..parameters.consistency import check_consistency
 from ..parameters.schedule import every
 from ..regularizers import build_terms
+from .objective import part_names
 from .session import Reconstruction
 
 __all__ = ["reconstruct"]
@@ -104,16 +105,15 @@ def reconstruct(p: dict, terms=None, constraints=None) -> dict:
                 tqdm.write(f"removed {len(stale)} temporary file(s) of an interrupted write from {out}")
             record = {"pypty_version": __version__, "backend": bk.name, "params": to_jsonable(p)}
             write_json_atomic(os.path.join(out, "params.json"), record)
-        part_names = ("loss_data",) + tuple("reg_" + t.name for t in terms)
-        return _epochs(p, st, rec, out, parent, restart, part_names, t0)
+        return _epochs(p, st, rec, out, parent, restart, part_names(terms), t0)
     finally:
         st.close()
 
 
-def _epochs(p, st, rec, out, parent, restart, part_names, t0):
+def _epochs(p, st, rec, out, parent, restart, parts, t0):
     pf = int(p["print_flag"])
-    sp = SavePoints(p, st, out, rec.arrays_numpy(), parent, restart, part_names)
-    log = LossLog(os.path.join(out, "loss.csv"), p["epoch_prev"] > 0, part_names) \
+    sp = SavePoints(p, st, out, rec.arrays_numpy(), parent, restart, parts)
+    log = LossLog(os.path.join(out, "loss.csv"), p["epoch_prev"] > 0, parts) \
         if (out and p["save_loss_log"]) else None
     first, last = int(p["epoch_prev"]), int(p["epoch_max"])
     bar = tqdm(range(first, last), disable=pf == 0, desc="pypty", unit="epoch", dynamic_ncols=True, leave=pf >= 2)
@@ -138,24 +138,27 @@ def _epochs(p, st, rec, out, parent, restart, part_names, t0):
             if log is not None:
                 log.write(epoch + 1, time.perf_counter() - t0, rep.loss, rep.parts, rep.step, rep.accepted,
                           rep.n_evals, refined)
-            if out and every(p["save_inter_checkpoints"], epoch):
-                save_checkpoints(out, rec.arrays_numpy())
-            if out and every(p["save_checkpoints_every_epoch"], epoch):
-                save_checkpoints(os.path.join(out, "checkpoints", f"epoch_{epoch + 1:04d}"), rec.arrays_numpy())
+            folders = [f for f, flag in ((out, p["save_inter_checkpoints"]),
+                                         (os.path.join(out, "checkpoints", f"epoch_{epoch + 1:04d}"),
+                                          p["save_checkpoints_every_epoch"])) if out and every(flag, epoch)]
+            if folders:
+                user = rec.arrays_numpy()  # one device -> host copy for both kinds of checkpoint
+                for folder in folders:
+                    save_checkpoints(folder, user)
             results_due, figures_due = sp.due(epoch)
             if results_due or figures_due:
-                results_file = sp.save(rec.snapshot(), epoch + 1, "save point", figures=figures_due)
+                results_file = sp.save(rec.snapshot, epoch + 1, "save point", figures=figures_due)
         done = first + len(rec.loss_history)
         if out and p["save_inter_checkpoints"]:
             save_checkpoints(out, rec.arrays_numpy())
-        results_file = sp.save(rec.snapshot(), done, "final", figures=bool(p["save_figures"] or p["save_tiff"]))
+        results_file = sp.save(rec.snapshot, done, "final", figures=bool(p["save_figures"] or p["save_tiff"]))
     except BaseException as exc:
         if out:
             done = first + len(rec.loss_history)
             where = os.path.abspath(out)
             try:
                 save_checkpoints(out, rec.arrays_numpy())
-                where = f"{where} (checkpoints co/cp/cg.npy and {sp.save(rec.snapshot(), done, 'interrupted')})"
+                where = f"{where} (checkpoints co/cp/cg.npy and {sp.save(rec.snapshot, done, 'interrupted')})"
             except Exception as save_exc:  # keep the original error; say what failed
                 where += f" (final save failed: {save_exc!r})"
             msg = (f"pypty: run stopped during epoch {epoch + 1} after {done} completed epoch(s); state saved to "

@@ -12,7 +12,12 @@ point the line search accepted can be reported (``loss.csv`` columns
 """
 from __future__ import annotations
 
-__all__ = ["Objective"]
+__all__ = ["Objective", "part_names"]
+
+
+def part_names(terms) -> tuple:
+    """Names of the parts of the loss for loss terms ``terms``: ``loss_data`` and ``reg_<name>`` per term."""
+    return ("loss_data",) + tuple("reg_" + t.name for t in terms)
 
 
 class Objective:
@@ -60,7 +65,7 @@ class Objective:
     @property
     def part_names(self) -> tuple:
         """Names of the parts of the loss: ``loss_data`` and ``reg_<name>`` of the active terms."""
-        return ("loss_data",) + tuple("reg_" + t.name for t in self.terms)
+        return part_names(self.terms)
 
     def arrays(self, x: dict) -> dict:
         """Model arrays for block values ``x`` (arrays that are not refined: from the current state)."""

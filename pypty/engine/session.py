@@ -36,6 +36,11 @@ from .settings import EpochSettings, hist_length
 __all__ = ["Reconstruction", "StepReport", "Snapshot"]
 
 
+def _cache_key(blocks, weight, sequence_bytes, subpixel, terms) -> tuple:
+    """Key of the cached loss and gradient: block names, then :attr:`Objective.key` (also rebuilt on restart)."""
+    return (tuple(sorted(blocks)), float(weight), bytes(sequence_bytes), bool(subpixel), str(terms))
+
+
 @dataclass(frozen=True)
 class StepReport:
     """Outcome of one epoch.
@@ -266,7 +271,7 @@ class Reconstruction:
         if not x:  # nothing refined: evaluate the loss only
             loss, g = fun({})
             return StepReport(s, loss, fun.parts_at(g), 0.0, True, 1, "; ".join(edits), g, self.opt.history_size)
-        key = (tuple(sorted(x)),) + fun.key
+        key = _cache_key(x, *fun.key)
         f0 = g0 = parts0 = None
         if self.cache is not None and self.cache[0] == key:
             _, f0, g0, parts0 = self.cache
@@ -334,7 +339,7 @@ class Reconstruction:
             self.reference = (state["probe_part"], ref)
         c = state["cache"]
         if c is not None:
-            key = (tuple(c["names"]), c["weight"], np.asarray(c["sequence"], dtype=np.int64).tobytes(), c["subpixel"],
-                   c.get("terms", "()"))
+            key = _cache_key(c["names"], c["weight"], np.asarray(c["sequence"], dtype=np.int64).tobytes(), c["subpixel"],
+                             c.get("terms", "()"))
             parts = c.get("parts") or {"loss_data": c["f"]}
             self.cache = (key, c["f"], {k: self.bk.asarray(v) for k, v in c["g"].items()}, parts)

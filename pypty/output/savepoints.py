@@ -159,13 +159,16 @@ class SavePoints:
                 every(resolve("save_figures_every", self.p["save_figures_every"], epoch), epoch))
 
     # ------------------------------------------------------------------ saving
-    def save(self, snap, epochs_done, status, figures=False):
+    def save(self, snapshot, epochs_done, status, figures=False):
         """Write results.h5 (and figures/TIFF when ``figures``) from a snapshot; returns the results path or "".
 
-        ``snap``: :class:`pypty.engine.session.Snapshot` of the current state.
+        ``snapshot``: callable returning a :class:`pypty.engine.session.Snapshot`
+        of the current state; it is called only when something is written
+        (a run without an output folder copies nothing to the host here).
         """
         if not self.folder:
             return ""
+        snap = snapshot()
         arrays = snap.arrays
         crop = scan_crop(snap.positions_canvas, self.setup.model.window_yx, snap.canvas_yx)
         if self.last_saved_epoch != epochs_done:
