@@ -24,69 +24,31 @@ builds it from the validated parameters, or returns None when it can never
 act), add it to :data:`REGISTRY`, mark its rows ``supported=True`` in the
 parameter table, and add a row to the table of ``tests/constraints/``.
 
-:data:`REGISTRY` is empty today (see :mod:`pypty.regularizers`).
+Order of application (one module each): run-level resets; probe (hard
+aperture, orthogonal modes); object filters; point-wise object edits;
+projections (object band limit last for the object, mean-free positions);
+tilt smoothing.
+
+Class A constraints (subspace projections) also define
+``project(block, g, epoch)`` and ``projected_blocks(epoch)``: the objective
+projects the gradient of those blocks, so that the iterates stay in the
+subspace without history resets.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol, runtime_checkable
 
-__all__ = ["Change", "Constraint", "REGISTRY", "build_constraints", "HISTORY_RULES"]
+from . import object_filters, object_pointwise, probe, projections, resets, tilts
+from .base import HISTORY_RULES, UNCHANGED, Change, Constraint, ParamsConstraint
 
-#: Change kind -> history rule of :meth:`pypty.engine.session.Reconstruction.replace_arrays`.
-HISTORY_RULES = MappingProxyType({"reset": "reset", "map": "map", "keep": "keep"})
+__all__ = ["Change", "Constraint", "ParamsConstraint", "REGISTRY", "build_constraints", "HISTORY_RULES", "UNCHANGED"]
 
-
-@dataclass(frozen=True)
-class Change:
-    """What a constraint did to the arrays.
-
-    Attributes
-    ----------
-    kind : {"none", "reset", "map", "keep"}
-        See the module docstring.
-    reason : str
-        Recorded in the epoch message and the optimizer's reset reason.
-    maps : dict block name -> callable
-        For ``kind="map"``: the map applied to the stored (s, y) pairs (and
-        the kept reparametrised block of that name).
-    """
-
-    kind: str = "none"
-    reason: str = ""
-    maps: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.kind != "none" and self.kind not in HISTORY_RULES:
-            raise ValueError(f"Change.kind must be 'none' or one of {sorted(HISTORY_RULES)}, got {self.kind!r}")
-        if self.kind == "map" and not self.maps:
-            raise ValueError("Change(kind='map') needs the maps of the changed blocks")
+#: modules in order of application (``design/regularizers.md`` section 2.3)
+_ORDER = (resets, probe, object_filters, object_pointwise, projections, tilts)
 
 
-@runtime_checkable
-class Constraint(Protocol):
-    """A hand constraint (see the module docstring).
-
-    Attributes
-    ----------
-    name : str
-    PARAMS : tuple of str
-        Parameter-table rows this constraint implements.
-    """
-
-    name: str
-    PARAMS: tuple
-
-    def active(self, epoch: int) -> bool:
-        """True when the constraint acts at the start of ``epoch``."""
-
-    def apply(self, arrays: dict, epoch: int) -> tuple:
-        """``(new arrays, Change)``: the edited arrays (only those that changed need be present)."""
-
-
-#: name -> constraint class (with a ``from_params(p, backend)`` classmethod), in order of application.
-REGISTRY = MappingProxyType({})
+#: name -> constraint class (with a ``from_params(p, backend)`` classmethod), in order of application.  Read-only.
+REGISTRY = MappingProxyType({cls.name: cls for mod in _ORDER for cls in mod.CONSTRAINTS})
 
 
 def build_constraints(p: dict, bk, registry=REGISTRY) -> list:

@@ -11,60 +11,36 @@ returns its value and its gradients (the convention of :mod:`pypty.optim`:
 to arrays in the internal layout (:mod:`pypty.model.refinables`).  Gradients
 are added to the data gradients before the reparametrisation chain rule, so a
 term works with ``phase_only_obj`` and ``tune_only_probe_*`` without special
-cases.  Each active term gets its own column ``reg_<name>`` in ``loss.csv``
-and ``/loss/`` of results.h5.
+cases.  Regularizers are not multiplied by ``loss_weight``.  Each active term
+gets its own column ``reg_<name>`` in ``loss.csv`` and ``/loss/`` of
+results.h5.
+
+Where the terms are:
+
+* :mod:`.object_terms` -- object: mixed-state variance, L1 norms of phase and
+  absorption, adaptive total variation, missing wedge;
+* :mod:`.probe_terms` -- probe: reciprocal-space mask, real-space window;
+* :mod:`.grid_terms` -- positions and tilts on the scan grid: fast axis, slow
+  axis, deformation;
+* :mod:`.pacbed` -- the position-averaged diffraction pattern.
 
 To add a term: write the class (``from_params`` builds it from the validated
-parameters, or returns None when it can never act), add it to
-:data:`REGISTRY`, mark its rows ``supported=True`` in the parameter table, and
-add a row to the finite-difference table of ``tests/regularizers/``.
-
-:data:`REGISTRY` is empty today: every regularizer row of the parameter
-contract is still marked "not supported" (``tests/parameters/test_claims.py``
-checks that every row is implemented by the core, claimed by exactly one
-registered term or constraint, or still refused).
+parameters, or returns None when it can never act), add it to its module's
+``TERMS``, mark its rows ``supported=True`` in the parameter table, and add a
+row to the finite-difference table of ``tests/regularizers/``.
 """
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Protocol, runtime_checkable
 
-__all__ = ["LossTerm", "REGISTRY", "build_terms"]
+from . import grid_terms, object_terms, pacbed, probe_terms
+from .base import LossTerm, ParamsTerm, value_key
 
-
-@runtime_checkable
-class LossTerm(Protocol):
-    """A differentiable loss term (see the module docstring).
-
-    Attributes
-    ----------
-    name : str
-        Short name; its loss column is ``reg_<name>``.
-    PARAMS : tuple of str
-        Parameter-table rows this term implements.
-    """
-
-    name: str
-    PARAMS: tuple
-
-    def active(self, epoch: int) -> bool:
-        """True when the term contributes at ``epoch`` (e.g. its weight is non-zero there)."""
-
-    def key(self, epoch: int) -> tuple:
-        """Hashable summary of everything the term's value depends on at ``epoch`` (resolved weights, ...).
-
-        Part of the key of the cached loss and gradient: a change forces a new evaluation.
-        """
-
-    def value_and_grad(self, arrays: dict, epoch: int) -> tuple:
-        """``(value, {array name: gradient})`` at ``arrays`` (internal layout, device arrays).
-
-        ``value`` is a Python float; gradients have the shape and dtype of the arrays.
-        """
-
+__all__ = ["LossTerm", "ParamsTerm", "REGISTRY", "build_terms", "value_key"]
 
 #: name -> loss-term class (with a ``from_params(p, backend)`` classmethod).  Read-only.
-REGISTRY = MappingProxyType({})
+REGISTRY = MappingProxyType({cls.name: cls for mod in (object_terms, probe_terms, grid_terms, pacbed)
+                             for cls in mod.TERMS})
 
 
 def build_terms(p: dict, bk, registry=REGISTRY) -> list:

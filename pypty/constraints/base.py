@@ -1,0 +1,93 @@
+"""The hand-constraint protocol, :class:`Change` and shared helpers (see :mod:`pypty.constraints`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol, runtime_checkable
+
+from ..parameters.schedule import may_be_on, resolve
+
+__all__ = ["Change", "Constraint", "HISTORY_RULES", "ParamsConstraint", "UNCHANGED"]
+
+#: Change kind -> history rule of :meth:`pypty.engine.session.Reconstruction.replace_arrays`.
+HISTORY_RULES = MappingProxyType({"reset": "reset", "map": "map", "keep": "keep"})
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a constraint did to the arrays.
+
+    Attributes
+    ----------
+    kind : {"none", "reset", "map", "keep"}
+        See the module docstring.
+    reason : str
+        Recorded in the epoch message and the optimizer's reset reason.
+    maps : dict block name -> callable
+        For ``kind="map"``: the map applied to the stored (s, y) pairs (and
+        the kept reparametrised block of that name).
+    """
+
+    kind: str = "none"
+    reason: str = ""
+    maps: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind != "none" and self.kind not in HISTORY_RULES:
+            raise ValueError(f"Change.kind must be 'none' or one of {sorted(HISTORY_RULES)}, got {self.kind!r}")
+        if self.kind == "map" and not self.maps:
+            raise ValueError("Change(kind='map') needs the maps of the changed blocks")
+
+
+@runtime_checkable
+class Constraint(Protocol):
+    """A hand constraint (see the module docstring).
+
+    Attributes
+    ----------
+    name : str
+    PARAMS : tuple of str
+        Parameter-table rows this constraint implements.
+    """
+
+    name: str
+    PARAMS: tuple
+
+    def active(self, epoch: int) -> bool:
+        """True when the constraint acts at the start of ``epoch``."""
+
+    def apply(self, arrays: dict, epoch: int) -> tuple:
+        """``(new arrays, Change)``: the edited arrays (only those that changed need be present)."""
+
+
+
+#: The change of a constraint that left the arrays as they were.
+UNCHANGED = Change()
+
+
+class ParamsConstraint:
+    """Base of a constraint driven by parameter-table rows (optional; constraints only need :class:`Constraint`).
+
+    Subclasses set ``name``, ``PARAMS`` and ``SWITCH`` (the row whose value
+    switches the constraint on at an epoch) and implement ``apply``.
+    ``from_params`` returns None when the switch is constantly off.
+    """
+
+    name = ""
+    PARAMS: tuple = ()
+    SWITCH = ""
+
+    def __init__(self, p: dict, bk):
+        self.p, self.bk, self.xp = p, bk, bk.xp
+
+    @classmethod
+    def from_params(cls, p: dict, bk):
+        return cls(p, bk) if may_be_on(p[cls.SWITCH]) else None
+
+    def at(self, key: str, epoch: int):
+        """The value of parameter ``key`` at ``epoch`` (resolved when epoch-dependent)."""
+        return resolve(key, self.p[key], epoch)
+
+    def active(self, epoch: int) -> bool:
+        v = self.at(self.SWITCH, epoch)
+        return v is not None and v is not False and bool(v)
