@@ -2,8 +2,8 @@
 
 A constraint is one small class that follows :class:`Constraint`.  At the
 start of every epoch in which it is active, the engine calls
-``apply(arrays, epoch)`` with the current arrays (internal layout, device
-arrays; never modify them in place) and receives the edited arrays and a
+``apply(arrays, epoch, ctx)`` with the current arrays (internal layout, device
+arrays; never modify them in place) and a :class:`Context`, and receives the edited arrays and a
 :class:`Change` that says what the edit does to the optimizer's state
 (classes of ``design/regularizers.md``, section 2.2):
 
@@ -39,9 +39,9 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from . import object_filters, object_pointwise, probe, projections, resets, tilts
-from .base import HISTORY_RULES, UNCHANGED, Change, Constraint, ParamsConstraint
+from .base import HISTORY_RULES, UNCHANGED, Change, Constraint, Context, ParamsConstraint
 
-__all__ = ["Change", "Constraint", "ParamsConstraint", "REGISTRY", "build_constraints", "HISTORY_RULES", "UNCHANGED"]
+__all__ = ["Change", "Constraint", "Context", "ParamsConstraint", "REGISTRY", "build_constraints", "HISTORY_RULES", "UNCHANGED"]
 
 #: modules in order of application (``design/regularizers.md`` section 2.3)
 _ORDER = (resets, probe, object_filters, object_pointwise, projections, tilts)

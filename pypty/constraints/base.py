@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 from ..parameters.schedule import may_be_on, resolve
 
-__all__ = ["Change", "Constraint", "HISTORY_RULES", "ParamsConstraint", "UNCHANGED"]
+__all__ = ["Change", "Constraint", "Context", "HISTORY_RULES", "ParamsConstraint", "UNCHANGED"]
 
 #: Change kind -> history rule of :meth:`pypty.engine.session.Reconstruction.replace_arrays`.
 HISTORY_RULES = MappingProxyType({"reset": "reset", "map": "map", "keep": "keep"})
@@ -56,8 +56,36 @@ class Constraint(Protocol):
     def active(self, epoch: int) -> bool:
         """True when the constraint acts at the start of ``epoch``."""
 
-    def apply(self, arrays: dict, epoch: int) -> tuple:
+    def apply(self, arrays: dict, epoch: int, ctx: "Context") -> tuple:
         """``(new arrays, Change)``: the edited arrays (only those that changed need be present)."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a constraint may read besides the arrays (never modify it).
+
+    Attributes
+    ----------
+    settings : pypty.engine.settings.EpochSettings
+        The epoch's resolved settings: ``settings.refine`` (names of the
+        arrays refined in this epoch), ``settings.block_name(name)`` (the
+        optimizer block of an array, e.g. ``obj_phase`` for a phase-only
+        object), ``settings.hist_length``.
+    setup : pypty.model.setup.Setup
+        Model (``setup.model``: window, pixel sizes, wavelength, slice
+        distances, Fresnel kernels), backend, dtypes, initial arrays.
+    position_offset : numpy.ndarray (2,) float64, px
+        ``positions + position_offset`` is the frame of the given positions
+        (the canvas may have grown since the start).
+    given_positions : numpy.ndarray (N, 2) float64, px
+        The positions as given at the start of the run (given frame), for
+        ``reset_positions``.
+    """
+
+    settings: object
+    setup: object
+    position_offset: object
+    given_positions: object
 
 
 

@@ -36,12 +36,20 @@ class Objective:
         :mod:`pypty.model.reparam`).
     terms : sequence of :class:`pypty.regularizers.LossTerm`
         All loss terms of the run; those active at ``settings.epoch`` count.
+    projections : sequence of class-A constraints
+        Constraints with ``projected_blocks(epoch)`` and ``project(block, g,
+        epoch)``: the gradient of each listed block is projected onto the
+        constraint's subspace (after the reparametrisation chain rule), so
+        that L-BFGS works on the restricted problem
+        (:mod:`pypty.constraints`).
     """
 
-    def __init__(self, setup, settings, arrays, reference=None, terms=()):
+    def __init__(self, setup, settings, arrays, reference=None, terms=(), projections=()):
         self.setup, self.settings, self.base, self.reference = setup, settings, arrays, reference
         self.bk = setup.bk
         self.terms = [t for t in terms if t.active(settings.epoch)]
+        ep = settings.epoch
+        self.projections = [(c, tuple(c.projected_blocks(ep))) for c in projections if c.active(ep)]
         self.reparams = {}
         for name in settings.refine:
             rp = settings.reparam(name)
@@ -55,11 +63,13 @@ class Objective:
         """What the value depends on besides the blocks (part of the key of the cached loss and gradient).
 
         ``(loss_weight, sequence bytes, subpixel, terms)``; ``terms`` is the
-        text (``repr``) of the active terms' names and keys, so that it is
-        stored as is in a results file.
+        text (``repr``) of the active terms' names and keys (and of the
+        active projections' names), so that it is stored as is in a results
+        file.
         """
         s = self.settings
-        terms = repr(tuple((t.name, t.key(s.epoch)) for t in self.terms))
+        terms = repr(tuple((t.name, t.key(s.epoch)) for t in self.terms)
+                     + tuple(("project", c.name, blocks) for c, blocks in self.projections))
         return (s.loss_weight, s.sequence.tobytes(), s.subpixel, terms)
 
     @property
@@ -104,6 +114,9 @@ class Objective:
             rp = self.reparams.get(block)
             if rp is not None:
                 gn = rp.grad(self.bk, gn, x[block], a[name], self.reference)
+            for c, blocks in self.projections:
+                if block in blocks:
+                    gn = c.project(block, gn, s.epoch)
             grads[block] = gn.astype(x[block].dtype, copy=False)
         self._evaluations.append((id(grads), parts))
         return loss, grads

@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..constraints import HISTORY_RULES
+from ..constraints import HISTORY_RULES, Context
 from ..model.canvas import ensure_margin, pad_canvas, windows_outside
 from ..model.refinables import arrays_to_user
 from ..model.reparam import REPARAMS
@@ -103,6 +103,8 @@ class Reconstruction:
         self.log = log or (lambda msg: None)
         self.arrays = dict(setup.arrays)
         self.position_offset = np.array(setup.position_offset, dtype=np.float64)
+        # positions as given (given frame), for reset_positions; kept through restarts
+        self.given_positions = self.bk.to_numpy(self.arrays["positions"]).astype(np.float64) + self.position_offset
         self.opt = LBFGS(hist_length=hist_length(resolve("hist_length", p["hist_length"], p["epoch_prev"])),
                          c1=0.1, c2=0.9, reduce_factor=p["reduce_factor"], optimism=p["optimism"],
                          max_count=p["max_count"], min_step=p["min_step"])
@@ -146,7 +148,8 @@ class Reconstruction:
     def objective(self, settings: EpochSettings) -> Objective:
         """The :class:`pypty.engine.objective.Objective` of an epoch at the current arrays."""
         ref = self.reference[1] if self.reference is not None else None
-        return Objective(self.setup, settings, self.arrays, ref, self.terms)
+        projections = [c for c in self.constraints if hasattr(c, "project")]
+        return Objective(self.setup, settings, self.arrays, ref, self.terms, projections)
 
     def _accept(self, x: dict, fun: Objective) -> None:
         """Adopt the block values of an accepted step; forget kept blocks made stale by it."""
@@ -244,12 +247,15 @@ class Reconstruction:
         self.resize_log.append(msg)
         self.log(msg)
 
-    def _apply_constraints(self, epoch: int) -> None:
-        """Hand constraints active at the start of ``epoch``, in order, each through :meth:`replace_arrays`."""
+    def _apply_constraints(self, settings: EpochSettings) -> None:
+        """Hand constraints active at the start of the epoch, in order, each through :meth:`replace_arrays`."""
+        epoch = settings.epoch
         for c in self.constraints:
             if not c.active(epoch):
                 continue
-            new, change = c.apply(dict(self.arrays), epoch)
+            ctx = Context(settings=settings, setup=self.setup, position_offset=self.position_offset.copy(),
+                          given_positions=self.given_positions)
+            new, change = c.apply(dict(self.arrays), epoch, ctx)
             if change.kind == "none":
                 continue
             changed = {k: v for k, v in new.items() if v is not self.arrays.get(k)}
@@ -262,7 +268,7 @@ class Reconstruction:
         """Run epoch ``epoch``: canvas growth, hand constraints, one L-BFGS step with its line search."""
         s = self.settings(epoch)
         self._maybe_resize(s)
-        self._apply_constraints(epoch)
+        self._apply_constraints(s)
         if s.reset_history:
             self.opt.reset("reset_history_flag")
         edits, self._edits = self._edits, []
@@ -314,7 +320,8 @@ class Reconstruction:
         to = self.bk.to_numpy
         out = {"positions_canvas": to(self.arrays["positions"]), "optimizer": self.opt.state_dict(to),
                "cache": None, "blocks": {k: to(v) for k, v in self.kept.items()},
-               "probe_part": self.reference[0] if self.reference is not None else ""}
+               "probe_part": self.reference[0] if self.reference is not None else "",
+               "given_positions": self.given_positions.copy()}
         if self.reference is not None:
             out["blocks"]["_probe_ref"] = to(self.reference[1])
         if self.cache is not None:
@@ -331,6 +338,8 @@ class Reconstruction:
         """
         self.arrays["positions"] = self.bk.asarray(state["positions_canvas"])
         self.position_offset = np.asarray(position_offset, dtype=np.float64)
+        if state.get("given_positions") is not None:
+            self.given_positions = np.asarray(state["given_positions"], dtype=np.float64)
         self.opt.load_state_dict(state["optimizer"], self.bk.asarray)
         blocks = {k: self.bk.asarray(v) for k, v in (state.get("blocks") or {}).items()}
         ref = blocks.pop("_probe_ref", None)

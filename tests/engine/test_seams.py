@@ -196,7 +196,7 @@ class Once:
     def active(self, epoch):
         return epoch == self.at
 
-    def apply(self, arrays, epoch):
+    def apply(self, arrays, epoch, ctx):
         if self.kind == "none":
             return arrays, Change()
         if self.kind == "reset":
