@@ -92,15 +92,22 @@ class Objective:
         """Loss (Python float) and gradients {block: array} (dtype of each block) at ``x``."""
         s = self.settings
         a = self.arrays(x)
+        # a pattern term (PACBED, pypty.regularizers.pacbed) acts through the model's adjoint: its derivative joins
+        # the data term's per batch, where the model also applies loss_weight (so g comes back weighted)
+        hook = next((t.pattern_hook(self.setup, a, self.batches, s) for t in self.terms
+                     if hasattr(t, "pattern_hook")), None)
         data, g = self.setup.model.loss_and_grad(a, self.batches, self.setup.get_data, need=s.refine,
-                                                 subpixel=s.subpixel)
+                                                 subpixel=s.subpixel, pattern_term=hook)
         w = s.loss_weight
         loss = data * w
-        if w != 1.0:
+        if w != 1.0 and hook is None:
             g = {k: (w * v).astype(v.dtype, copy=False) for k, v in g.items()}
         parts = {"loss_data": loss}
         for term in self.terms:
-            value, tg = term.value_and_grad(a, s.epoch)
+            if hook is not None and term is hook.term:  # value computed by the hook, gradient already in g
+                value, tg = hook.value, {}
+            else:
+                value, tg = term.value_and_grad(a, s.epoch)
             value = float(value)
             parts["reg_" + term.name] = value
             loss += value

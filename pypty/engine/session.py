@@ -111,7 +111,7 @@ class Reconstruction:
         self.loss_history: list = []
         self.cache = None  # (key, f, g, parts) at the current point
         self.kept: dict = {}  # reparametrised block values of the last accepted step (exact continuation)
-        self.reference = None  # (probe part, fft2(probe)): fixed half of the spectrum for tune_only_probe_*
+        self.reference = None  # (probe part, reference): fft2(probe) for tune_only_probe_*, I0 (U,) for probe_normed
         self.resize_log: list = []
         self._edits: list = []  # messages of edits since the last step report
 
@@ -130,8 +130,8 @@ class Reconstruction:
         """Optimizer blocks of an epoch at the current point (kept reparametrised values where valid)."""
         part = settings.probe_part if "probe" in settings.refine else ""
         if part and (self.reference is None or self.reference[0] != part):
-            # the fixed half (amplitude or phase) is taken from the probe as it is now
-            self.reference = (part, self.bk.fft2(self.arrays["probe"]))
+            # the fixed half (amplitude or phase), or the intensity, is taken from the probe as it is now
+            self.reference = (part, REPARAMS["probe_" + part].reference(self.bk, self.arrays))
             self.kept.pop("probe_" + part, None)
         x = {}
         for name in settings.refine:
@@ -160,7 +160,7 @@ class Reconstruction:
         for block in list(self.kept):
             if any(b in x for b in REPARAMS[block].stale_on):
                 del self.kept[block]
-        if "probe" in x:  # the fixed half of a later tune_only_probe_* is taken afresh (see blocks)
+        if "probe" in x:  # the fixed half of a later tune_only_probe_* (or I0) is taken afresh (see blocks)
             self.reference = None
 
     # ------------------------------------------------------------ editing the iterate

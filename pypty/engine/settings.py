@@ -31,9 +31,10 @@ class EpochSettings:
     sequence : int64 ndarray (B,)
         Pattern indices of this epoch (``sequence``; all patterns if None).
     phase_only_obj : bool
-    probe_part : {"", "phase", "abs"}
+    probe_part : {"", "phase", "abs", "normed"}
         Refined half of the probe's spectrum (``tune_only_probe_phase`` /
-        ``tune_only_probe_abs``; "" = the whole probe).
+        ``tune_only_probe_abs``), "normed" for the probe at fixed intensity
+        (``fix_probe_intensity``), "" = the whole probe.
     loss_weight : float
         Weight of the data term.
     hist_length : int or math.inf
@@ -96,9 +97,12 @@ class EpochSettings:
                              f"[0, {n_patterns - 1}], got {seq.size} values "
                              f"(min {seq.min() if seq.size else '-'}, max {seq.max() if seq.size else '-'})")
         only_phase, only_abs = bool(r("tune_only_probe_phase")), bool(r("tune_only_probe_abs"))
+        part = "phase" if only_phase and not only_abs else "abs" if only_abs and not only_phase else ""
+        if not part and bool(r("fix_probe_intensity")):
+            part = "normed"
         return cls(
             epoch=int(epoch), refine=tuple(refine), sequence=seq, phase_only_obj=bool(r("phase_only_obj")),
-            probe_part="phase" if only_phase and not only_abs else "abs" if only_abs and not only_phase else "",
+            probe_part=part,
             loss_weight=float(r("loss_weight")), hist_length=hist_length(r("hist_length")),
             wolfe_c1=float(r("wolfe_c1_constant")), wolfe_c2=float(r("wolfe_c2_constant")),
             update_step=float(r("update_step_bfgs")), reset_history=bool(r("reset_history_flag")),

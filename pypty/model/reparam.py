@@ -9,11 +9,20 @@ block                  array                      map (block x -> array), chain 
 ``probe_abs``          probe                      ``P = ifft2(x exp(i arg P0_hat))``;
                        (``tune_only_probe_abs``)    ``dL/dx = Re(conj(G_hat) exp(i arg P0_hat))``
 ``background_sqrt``    static_background          ``b = x^2`` (so b >= 0); ``dL/dx = 2 x G``
+``probe_normed``       probe                      ``P_u = sqrt(I0_u) x_u / ||x_u||`` per subscan u;
+                       (``fix_probe_intensity``)  ``G_x = sqrt(I0_u)/||x_u|| (G_u - x^_u Re<x^_u, G_u>)``
 =====================  =========================  =========================================================
 
 ``G_hat = fft2(G)`` (unitary); ``P0_hat`` is the *reference*: the probe's
 spectrum when the reparametrisation became active, which fixes the half
-(amplitude or phase) that is not refined.
+(amplitude or phase) that is not refined.  For ``probe_normed`` the
+reference is ``I0`` (U,), the total intensity ``sum |P_u|^2`` of each
+subscan's probe when ``fix_probe_intensity`` became active, and
+``x^_u = x_u / ||x_u||`` (norms and inner products over modes and pixels).
+This is an exact reparametrisation of the sphere ``sum |P_u|^2 = I0_u``
+(``design/regularizers.md`` section 4.2, class B): it removes the scale
+ambiguity between probe, object amplitude and beam current without
+resetting the optimizer.
 
 The engine keeps the block values of the last accepted step, so that a block
 such as ``obj_phase`` continues exactly (the phase is not re-wrapped through
@@ -24,7 +33,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-__all__ = ["Reparam", "ObjPhase", "ProbePhase", "ProbeAbs", "BackgroundSqrt", "REPARAMS", "block_reparam"]
+__all__ = ["Reparam", "ObjPhase", "ProbePhase", "ProbeAbs", "BackgroundSqrt", "ProbeNormed", "REPARAMS",
+           "block_reparam"]
 
 
 class Reparam:
@@ -39,13 +49,19 @@ class Reparam:
     stale_on : tuple of str
         Blocks whose accepted update makes a kept value of this block stale.
     uses_reference : bool
-        The map depends on a reference spectrum of the probe (see the module docstring).
+        The map depends on a reference of the probe (see the module docstring).
     """
 
     block = ""
     array = ""
     stale_on: tuple = ()
     uses_reference = False
+    #: parameter-table rows that switch this reparametrisation on (claimed, see tests/parameters/test_claims.py)
+    PARAMS: tuple = ()
+
+    def reference(self, bk, arrays):
+        """The reference this map needs, from the current arrays (spectrum of the probe by default)."""
+        return bk.fft2(arrays["probe"])
 
     def initial(self, bk, arrays, real_dtype):
         """Block value that reproduces ``arrays[self.array]``."""
@@ -115,16 +131,45 @@ class BackgroundSqrt(Reparam):
         return 2.0 * x * g
 
 
+class ProbeNormed(Reparam):
+    block, array, stale_on, uses_reference = "probe_normed", "probe", ("probe", "probe_phase", "probe_abs"), True
+    PARAMS = ("fix_probe_intensity",)
+
+    def reference(self, bk, arrays):
+        p = arrays["probe"]
+        return bk.xp.sum((p * p.conj()).real, axis=(1, 2, 3), dtype=bk.xp.float64)  # I0 per subscan (U,)
+
+    def initial(self, bk, arrays, real_dtype):
+        return arrays["probe"]
+
+    @staticmethod
+    def _norms(xp, x):
+        return xp.sqrt(xp.sum((x * x.conj()).real, axis=(1, 2, 3), dtype=xp.float64))[:, None, None, None]
+
+    def to_array(self, bk, x, ref, complex_dtype):
+        xp = bk.xp
+        scale = xp.sqrt(ref)[:, None, None, None] / self._norms(xp, x)
+        return (x * scale).astype(complex_dtype)
+
+    def grad(self, bk, g, x, value, ref):
+        xp = bk.xp
+        n = self._norms(xp, x)
+        u = x / n
+        radial = xp.sum((u.conj() * g).real, axis=(1, 2, 3), dtype=xp.float64)[:, None, None, None]
+        return (xp.sqrt(ref)[:, None, None, None] / n) * (g - u * radial)
+
+
 #: block name -> reparametrisation (read-only).
-REPARAMS = MappingProxyType({r.block: r for r in (ObjPhase(), ProbePhase(), ProbeAbs(), BackgroundSqrt())})
+REPARAMS = MappingProxyType({r.block: r for r in (ObjPhase(), ProbePhase(), ProbeAbs(), BackgroundSqrt(),
+                                                  ProbeNormed())})
 
 
 def block_reparam(name: str, phase_only_obj: bool, probe_part: str):
     """The reparametrisation of array ``name`` in an epoch, or None (the array is its own block).
 
-    ``probe_part`` is "", "phase" or "abs" (``tune_only_probe_phase`` /
-    ``tune_only_probe_abs``); the static background is always refined as its
-    square root.
+    ``probe_part`` is "", "phase", "abs" (``tune_only_probe_phase`` /
+    ``tune_only_probe_abs``) or "normed" (``fix_probe_intensity``); the
+    static background is always refined as its square root.
     """
     if name == "obj" and phase_only_obj:
         return REPARAMS["obj_phase"]

@@ -357,10 +357,13 @@ def _window(v):
         return None
     if isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_real(x) for x in v):
         inner, outer = float(v[0]), float(v[1])
-        if not 0 <= inner <= outer:
-            raise _Invalid("radii must satisfy 0 <= inner <= outer")
+        if not (math.isfinite(outer) and 0 <= inner < outer):
+            raise _Invalid("radii must satisfy 0 <= inner < outer")
         return [inner, outer]
-    return _window_array(v)
+    a = _window_array(v)
+    if not np.all(np.isfinite(a)) or a.min() < 0:
+        raise _Invalid("a penalty map must be finite and >= 0")
+    return a
 
 
 def _phase_plate(v):
@@ -375,3 +378,65 @@ def _all_zero(v) -> bool:
         return bool(np.all(np.asarray(v) == 0))
     except (TypeError, ValueError):
         return False
+
+
+def _sigma_flag(v):
+    """False/0 (off), True (1 px) or a float sigma > 0 -> False or float."""
+    if v is None or (_is_bool(v) and not v):
+        return False
+    if _is_bool(v):
+        return 1.0
+    if _is_real(v):
+        f = float(v)
+        if math.isfinite(f) and f >= 0:
+            return f if f > 0 else False
+    raise _Invalid()
+
+
+def _fancy_sigma(v):
+    """None, a float sigma > 0 (px), or a pair (sigma_phase or None, sigma_abs or None)."""
+    if v is None:
+        return None
+    if _is_real(v) and not _is_bool(v):
+        f = float(v)
+        if math.isfinite(f) and f > 0:
+            return f
+        raise _Invalid("sigma must be a finite float > 0")
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        out = []
+        for x in v:
+            if x is None:
+                out.append(None)
+            elif _is_real(x) and not _is_bool(x) and math.isfinite(float(x)) and float(x) > 0:
+                out.append(float(x))
+            else:
+                raise _Invalid("each entry must be a float > 0 or None")
+        return tuple(out)
+    raise _Invalid()
+
+
+def _amplitude_bounds(v):
+    """None or [lo, hi] with 0 <= lo < hi, finite -> (lo, hi)."""
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple, np.ndarray)) and len(v) == 2 and all(_is_real(x) for x in v):
+        lo, hi = float(v[0]), float(v[1])
+        if math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi:
+            return (lo, hi)
+        raise _Invalid("bounds must satisfy 0 <= lo < hi")
+    raise _Invalid()
+
+
+def _probe_mask(v):
+    """None or a 2D real array with finite values in [0, 1] (1 = allowed) -> float64 array copy."""
+    if v is None:
+        return None
+    try:
+        a = np.array(v, dtype=np.float64, copy=True)
+    except (TypeError, ValueError):
+        raise _Invalid() from None
+    if a.ndim != 2 or a.size == 0:
+        raise _Invalid("got %d dimensions" % a.ndim)
+    if not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 1:
+        raise _Invalid("values must be finite and in [0, 1]")
+    return a

@@ -13,6 +13,7 @@ off (:func:`pypty.parameters.schedule.may_be_on`).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -20,7 +21,8 @@ import numpy as np
 from .checks import _all_zero
 from .conventions import TILT_TYPES, tilt_types_for_mode
 from .errors import PyptyParameterError, parameter_error
-from .schedule import may_be_on
+from .epoch_eval import EpochExpression
+from .schedule import may_be_on, resolve
 
 __all__ = ["check_consistency"]
 
@@ -102,9 +104,83 @@ def _subscan_probes(p):
         raise parameter_error("probe", f"is 4D with {np.shape(probe)[3]} subscan probes but probe_marker is None")
 
 
+def _probe_intensity(p):
+    if may_be_on(p["fix_probe_intensity"]) and may_be_on(p["tune_only_probe_abs"]):
+        raise parameter_error("fix_probe_intensity", "cannot be combined with tune_only_probe_abs (which refines the "
+                                                     "spectrum amplitude freely); with tune_only_probe_phase the "
+                                                     "intensity is fixed anyway")
+
+
+def _mask_shapes(p):
+    """The probe masks have the probe-window shape (known here when the probe is given)."""
+    if p["probe"] is None:
+        return
+    shape = tuple(np.shape(p["probe"])[:2])
+    for key in ("probe_constraint_mask", "aperture_mask"):
+        m = p[key]
+        if m is not None and tuple(np.shape(m)) != shape:
+            raise parameter_error(key, f"must have the probe-window shape {shape[0]} x {shape[1]} px, got "
+                                       f"{np.shape(m)[0]} x {np.shape(m)[1]}")
+    w = p["window"]
+    if isinstance(w, np.ndarray) and tuple(w.shape) != shape:
+        raise parameter_error("window", f"a penalty map must have the probe-window shape {shape[0]} x {shape[1]} "
+                                        f"px, got {w.shape[0]} x {w.shape[1]}")
+
+
+def _regularizer_rules(p):
+    """The rules of the registered loss terms and constraints (their ``check_params`` classmethods)."""
+    from .. import constraints, regularizers  # registries sit above this package: imported when checked
+
+    for registry in (regularizers.REGISTRY, constraints.REGISTRY):
+        for cls in registry.values():
+            check = getattr(cls, "check_params", None)
+            if check is not None:
+                problems = check(p)
+                if problems:
+                    raise PyptyParameterError(problems[0])
+            for message in (getattr(cls, "warnings", None) or (lambda _: ()))(p):
+                warnings.warn(message, stacklevel=4)
+
+
+#: Switches of the class-D hand constraints (nonlinear edits that reset the L-BFGS history) and their "off" test.
+CLASS_D_SWITCHES = (("apply_gaussian_filter", bool), ("apply_gaussian_filter_amplitude", bool),
+                    ("apply_gaussian_filter_z", bool), ("apply_gaussian_filter_z_amplitude", bool),
+                    ("do_charge_flip", bool), ("restart_from_vacuum", bool), ("reset_positions", bool),
+                    ("kr_filter_radius", lambda v: float(v) > 0), ("kz_filter_beta", lambda v: float(v) > 0),
+                    ("dct_keep_fraction", lambda v: float(v) < 1), ("complex_ratio", bool), ("mirrored_amp", bool),
+                    ("obj_z_recenter", bool), ("obj_amplitude_bounds", lambda v: v is not None),
+                    ("obj_phase_positivity", bool), ("tilt_smooth_sigma", lambda v: float(v) > 0))
+
+
+def _class_d_cadence(p):
+    """Warn when a class-D edit is on in two consecutive epochs while L-BFGS keeps a history."""
+    hist = p["hist_length"]
+    if not callable(hist) and not isinstance(hist, EpochExpression) and hist is not None and hist == 0:
+        return
+    first, last = int(p["epoch_prev"]), int(p["epoch_max"])
+    epochs = range(first, min(last, first + 2000))
+    for key, on in CLASS_D_SWITCHES:
+        value = p[key]
+        if not may_be_on(value):
+            continue
+        previous = False
+        for epoch in epochs:
+            try:
+                now = bool(on(resolve(key, value, epoch)))
+            except Exception:  # a failing callable is reported when the run resolves it
+                break
+            if now and previous:
+                warnings.warn(f"parameter '{key}' is on at epochs {epoch - 1} and {epoch}: each application resets "
+                              f"the L-BFGS history, which then works like steepest descent; apply it every few "
+                              f"epochs instead, e.g. pypty.initialize.epoch_schedule(value, start=10, step=10)",
+                              stacklevel=4)
+                break
+            previous = now
+
 #: The rules, in the order in which a run used to meet them.
 _RULES = (_wolfe_constants, _compressed_data, _near_field_upsampling, _initial_probe_modes, _tilts_in_model,
-          _static_background, _aberrations_array, _subscan_probes)
+          _static_background, _aberrations_array, _subscan_probes, _probe_intensity, _mask_shapes,
+          _regularizer_rules, _class_d_cadence)
 
 
 def check_consistency(p: Mapping[str, Any]) -> None:
@@ -121,7 +197,13 @@ def check_consistency(p: Mapping[str, Any]) -> None:
     the aberrations array is used (non-zero, refined or with a marker), at
     most as many columns as Krivanek coefficients and one row unless
     ``aberration_marker`` is given; a 4D ``probe`` with several subscan
-    probes only with ``probe_marker``.
+    probes only with ``probe_marker``; not both ``fix_probe_intensity`` and
+    ``tune_only_probe_abs``; probe masks and a window map of the probe-window
+    shape (when the probe is given); and the rules of every registered loss
+    term and hand constraint (their ``check_params``: scan grids, masks,
+    slice spacing, ...).  Warns when a class-D hand constraint (one that
+    resets the L-BFGS history) is on in two consecutive epochs while
+    ``hist_length`` > 0.
 
     Parameters
     ----------

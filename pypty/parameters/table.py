@@ -19,7 +19,7 @@ from ..output.folders import AFFIX_CHOICES
 from .checks import (_array, _backend, _bool_or_int, _compute_batch, _custom, _dtype_or_none, _flag, _float,
                      _hist_length, _int, _int_pair, _max_count, _optional, _origins, _path, _percentiles,
                      _phase_plate, _real_pair, _sequence, _static_background, _str, _str_list, _time_prefix,
-                     _window)
+                     _window, _sigma_flag, _fancy_sigma, _amplitude_bounds, _probe_mask)
 from .row import ArrayDefault, Parameter, _p, index_table
 
 __all__ = ["PARAMETERS", "SECTIONS", "DEFAULT_COMPUTE_BATCH"]
@@ -146,8 +146,15 @@ _TABLE = [
     ("Experimental Parameters", [
         _p("acc_voltage", 60, "float", "Accelerating voltage of the microscope.", _float(gt=0),
            unit="kV", supported=True),
-        _p("aperture_mask", None, "array or None", "Aperture mask, usable by a reciprocal-space "
-           "probe constraint.", _array(optional=True)),
+        _p("aperture_mask", None, "array or None", "Probe aperture in reciprocal space: a (Y, X) "
+           "real array with values in [0, 1] at the probe-window shape, zero frequency at the centre, "
+           "1 = allowed; the default mask of the reciprocal-space probe penalty "
+           "(probe_reg_constraint_weight) when probe_constraint_mask is None.",
+           _custom("a 2D real array with values in [0, 1] or None", _probe_mask), supported=True),
+        _p("detector_blur_sigma", 0.0, "float", "pypty extension: standard deviation of a Gaussian "
+           "point-spread function of the detector applied to every model pattern (after binning to "
+           "the detector grid, periodic); 0 = off.", _float(ge=0), unit="detector px",
+           supported=True, extension=True),
         _p("recon_type", "far_field", "str", "Reconstruction geometry.",
            choices=("far_field", "near_field"), supported=True),
         _p("alpha_near_field", 0.0, "float", "Near field: illumination semi-angle of the "
@@ -226,10 +233,12 @@ _TABLE = [
            _float(gt=0, le=1), supported=True),
         _p("smooth_rolloff", 0, "float", "Width of a smooth roll-off at the frequency cutoff; "
            "0 gives a hard edge.", _float(ge=0), supported=True),
-        _p("update_extra_cut", 0.005, "float", "Extra frequency cutoff applied to the full "
-           "object beyond the cropped regions.", _float(ge=0)),
-        _p("lazy_clean", False, "bool", "Bandwidth-limit only the cropped regions, not the full "
-           "object (not recommended).", _FLAG),
+        _p("update_extra_cut", 0.005, "float", "The object (every slice and mode) is kept "
+           "band-limited to |f| <= (damping_cutoff_multislice - update_extra_cut) / 2 cycles/px per "
+           "axis: a projection of the object and its gradient (no optimizer reset).",
+           _float(ge=0, lt=1), supported=True),
+        _p("lazy_clean", False, "bool", "True: do not band-limit the object (only the propagator "
+           "is band-limited).", _FLAG, supported=True),
     ]),
     ("Optimization Settings", [
         _p("algorithm", "lsq_sqrt", "str", "Loss: lsq_sqrt (Gaussian on amplitudes), ml "
@@ -320,67 +329,183 @@ _TABLE = [
            'compute_batch="auto".', _float(gt=0, le=1), supported=True),
     ]),
     ("Constraints Contributing to the Loss", [
-        _p("mixed_variance_weight", 0, "float", "Penalty on low-frequency differences between "
-           "object modes.", _WEIGHT, epoch=True),
-        _p("mixed_variance_sigma", 0.5, "float", "Frequency range of the mixed-variance penalty.",
-           _float(gt=0), epoch=True),
-        _p("probe_constraint_mask", None, "array or None", "Reciprocal-space mask of probe "
-           "pixels penalised with an L2 norm.", _array(optional=True)),
+        _p("mixed_variance_weight", 0, "float", "Weight w of the penalty on low-frequency differences "
+           "between object modes: (w/K) sum |B_k - mean_k B|^2 with B = Gaussian low-pass of each "
+           "mode (docs/regularization.md).", _WEIGHT, epoch=True, supported=True),
+        _p("mixed_variance_sigma", 0.5, "float", "1/e half-width of the low-pass transfer "
+           "exp(-f^2/sigma^2) of the mixed-variance penalty, in cycles per pixel (Nyquist = 0.5).",
+           _float(gt=0), unit="cycles/px", epoch=True, supported=True),
+        _p("probe_constraint_mask", None, "array or None", "Reciprocal-space mask (Y, X) of the "
+           "probe window, values in [0, 1], zero frequency at the centre, 1 = allowed: the L2 penalty "
+           "w sum (1 - mask) |F probe|^2 acts outside it; None uses aperture_mask.",
+           _custom("a 2D real array with values in [0, 1] or None", _probe_mask), supported=True),
         _p("probe_reg_constraint_weight", 0, "float", "Weight of the reciprocal-space L2 probe "
-           "penalty.", _WEIGHT),
-        _p("window_weight", 0, "float", "Weight of the real-space L2 probe penalty.", _WEIGHT,
-           epoch=True),
-        _p("window", None, "array, [inner, outer] or None", "Real-space probe window: a 2D "
-           "array, or inner and outer radii as fractions of half the probe width.",
-           _custom("a 2D array, a list [inner, outer] or None", _window), epoch=True),
-        _p("abs_norm_weight", 0, "float", "L1 penalty on the absorptive potential "
-           "(-log|transmission|).", _WEIGHT),
-        _p("phase_norm_weight", 0, "float", "L1 penalty on the object phase.", _WEIGHT,
-           epoch=True),
-        _p("atv_weight", 0, "float", "Weight of the adaptive total-variation penalty.", _WEIGHT,
-           epoch=True),
-        _p("atv_q", 1, "float", "Adaptive total-variation exponent q (smoothing strength).",
-           _float(gt=0), epoch=True),
-        _p("atv_p", 2, "float", "Adaptive total-variation exponent p (1 L1-like, 2 L2-like).",
-           _float(gt=0), epoch=True),
-        _p("fast_axis_reg_weight_positions", 0, "float", "Penalty on position acceleration "
-           "along the fast scan axis.", _WEIGHT, epoch=True),
-        _p("slow_axis_reg_weight_positions", 0, "float", "Penalty on position acceleration "
-           "along the slow scan axis.", _WEIGHT, epoch=True),
-        _p("fast_axis_reg_weight_tilts", 0, "float", "Penalty on tilt acceleration along the "
-           "fast scan axis.", _WEIGHT, epoch=True),
-        _p("slow_axis_reg_weight_tilts", 0, "float", "Penalty on tilt acceleration along the "
-           "slow scan axis.", _WEIGHT, epoch=True),
-        _p("deformation_reg_weight_positions", 0, "float", "Penalty pulling positions towards a "
-           "regular but deformed grid.", _WEIGHT, epoch=True),
-        _p("deformation_reg_weight_tilts", 0, "float", "Penalty pulling tilts towards a regular "
-           "but deformed grid.", _WEIGHT, epoch=True),
+           "penalty outside the mask; inf makes it a hard projection onto the mask (binary mask "
+           "required).", _float(ge=0, allow_inf=True), unit="1/counts", supported=True),
+        _p("probe_constraint_power_thresh", 1.0, "float", "pypty extension: the reciprocal-space "
+           "probe penalty acts on the strongest probe modes up to this cumulative power fraction "
+           "(1 = all modes).", _float(gt=0, le=1), epoch=True, extension=True, supported=True),
+        _p("window_weight", 0, "float", "Weight of the real-space L2 probe penalty w sum W |probe|^2.",
+           _WEIGHT, unit="1/counts", epoch=True, supported=True),
+        _p("window", None, "array, [inner, outer] or None", "Real-space probe penalty map W: radii "
+           "[r0, r1] as fractions of half the smaller window side (W = 0 inside r0, a cosine ramp to "
+           "1 at r1), or a (Y, X) map >= 0 (1 = penalised).",
+           _custom("a list [r0, r1] with 0 <= r0 < r1, a 2D array >= 0 or None", _window), epoch=True, supported=True),
+        _p("abs_norm_weight", 0, "float", "Weight of the smooth L1 penalty on the absorptive "
+           "potential -ln|transmission|.", _WEIGHT, supported=True),
+        _p("abs_norm_eps", 1e-3, "float", "pypty extension: smoothing eps of the L1 absorption "
+           "penalty, sqrt(a^2 + eps^2) - eps.", _float(gt=0), extension=True, supported=True),
+        _p("phase_norm_weight", 0, "float", "Weight of the smooth L1 penalty on the object phase.",
+           _WEIGHT, unit="1/rad", epoch=True, supported=True),
+        _p("phase_norm_eps", 1e-3, "float", "pypty extension: smoothing eps of the L1 phase "
+           "penalty.", _float(gt=0), unit="rad", extension=True, supported=True),
+        _p("atv_weight", 0, "float", "Weight of the total-variation penalty sum (|Dx O|^p + "
+           "|Dy O|^p)^(q/p) on every slice and mode (forward differences per pixel).", _WEIGHT,
+           epoch=True, supported=True),
+        _p("atv_q", 1, "float", "Outer exponent q of the total variation (1 edge-preserving TV, 2 "
+           "quadratic smoothing); 0 < q <= 2.", _float(gt=0, le=2), epoch=True, supported=True),
+        _p("atv_p", 2, "float", "Exponent p combining the x and y differences (2 isotropic, 1 "
+           "anisotropic); p >= 1.", _float(ge=1), epoch=True, supported=True),
+        _p("atv_eps", 1e-3, "float", "pypty extension: smoothing eps of the total variation (in "
+           "units of the transmission per pixel).", _float(gt=0), extension=True, supported=True),
+        _p("fast_axis_reg_weight_positions", 0, "float", "Penalty on the second difference of the "
+           "positions along each scan row (needs scan_size).", _WEIGHT, unit="1/px^2", epoch=True, supported=True),
+        _p("slow_axis_reg_weight_positions", 0, "float", "Penalty on the second difference of the "
+           "positions along each scan column (needs scan_size).", _WEIGHT, unit="1/px^2",
+           epoch=True, supported=True),
+        _p("fast_axis_reg_weight_tilts", 0, "float", "Penalty on the second difference of the tilts "
+           "along each scan row (needs scan_size and per-position tilts).", _WEIGHT,
+           unit="1/mrad^2", epoch=True, supported=True),
+        _p("slow_axis_reg_weight_tilts", 0, "float", "Penalty on the second difference of the tilts "
+           "along each scan column (needs scan_size and per-position tilts).", _WEIGHT,
+           unit="1/mrad^2", epoch=True, supported=True),
+        _p("deformation_reg_weight_positions", 0, "float", "Penalty on the residual of the "
+           "positions from their best affine scan grid (needs scan_size).", _WEIGHT, unit="1/px^2",
+           epoch=True, supported=True),
+        _p("deformation_reg_weight_tilts", 0, "float", "Penalty on the residual of the tilts from "
+           "their best affine scan grid (needs scan_size and per-position tilts).", _WEIGHT,
+           unit="1/mrad^2", epoch=True, supported=True),
+        _p("wedge_mu", 0, "float", "pypty extension: weight of the missing-wedge penalty (see "
+           "beta_wedge); beta_wedge acts only when this is > 0.", _WEIGHT, epoch=True,
+           extension=True, supported=True),
+        _p("pacbed_weight", 0, "float", "pypty extension: weight of the penalty on the difference "
+           "between the mean model pattern and the mean measured pattern (PACBED), both raised to "
+           "pacbed_dp_pow.", _WEIGHT, epoch=True, extension=True, supported=True),
+        _p("pacbed_dp_pow", 0.2, "float", "pypty extension: power applied to the mean patterns of "
+           "the PACBED penalty.", _float(gt=0, le=1), extension=True, supported=True),
     ]),
     ("Constraints That Modify the Object and Probe 'By Hand'", [
-        _p("apply_gaussian_filter", False, "bool", "Gaussian-filter the object phase.", _FLAG,
-           epoch=True),
-        _p("apply_gaussian_filter_amplitude", False, "bool", "Gaussian-filter the object "
-           "amplitude.", _FLAG, epoch=True),
-        _p("beta_wedge", 0, "float", "Suppress high kz at low kx, ky in the 3D object spectrum.",
-           _WEIGHT, epoch=True),
-        _p("keep_probe_states_orthogonal", False, "bool", "Orthogonalise the probe modes.",
-           _FLAG, epoch=True),
-        _p("do_charge_flip", False, "bool", "Apply charge flipping to the object.", _FLAG,
-           epoch=True),
-        _p("cf_delta_phase", 0.1, "float", "Phase threshold of charge flipping.", _ANY_FLOAT,
-           epoch=True),
-        _p("cf_delta_abs", 0.01, "float", "Amplitude threshold of charge flipping.", _ANY_FLOAT,
-           epoch=True),
-        _p("cf_beta_phase", -0.95, "float", "Phase feedback factor of charge flipping.",
-           _ANY_FLOAT, epoch=True),
-        _p("cf_beta_abs", -0.95, "float", "Amplitude feedback factor of charge flipping.",
-           _ANY_FLOAT, epoch=True),
-        _p("fancy_sigma", None, "float or None", "Width used to push the object towards "
-           "atomic-like features; None disables.", _optional(_float(gt=0)), epoch=True),
+        _p("apply_gaussian_filter", False, "bool or float", "Gaussian-filter the object phase "
+           "(wrap-safe) per slice and mode at the start of the epoch: True = sigma 1 px, or a sigma "
+           "in px.", _custom("a bool or a float sigma >= 0", _sigma_flag), unit="px", epoch=True, supported=True),
+        _p("apply_gaussian_filter_amplitude", False, "bool or float", "Gaussian-filter -ln|object| "
+           "per slice and mode: True = sigma 1 px, or a sigma in px.",
+           _custom("a bool or a float sigma >= 0", _sigma_flag), unit="px", epoch=True, supported=True),
+        _p("beta_wedge", 0, "float", "Missing-wedge penalty: suppresses high kz at low kx, ky in "
+           "the 3D object spectrum; the weight is 1/2 on the cone q_z/q_r = 1/beta_wedge (needs "
+           "wedge_mu > 0).", _WEIGHT, epoch=True, supported=True),
+        _p("keep_probe_states_orthogonal", False, "bool", "Orthogonalise the probe modes (eigenbasis "
+           "of their Gram matrix, sorted by power; the model patterns do not change).",
+           _FLAG, epoch=True, supported=True),
+        _p("fix_probe_intensity", False, "bool", "pypty extension: keep the total probe intensity "
+           "sum |probe|^2 of every subscan at its value when this switched on (an exact "
+           "reparametrisation, no optimizer reset).", _FLAG, epoch=True, extension=True, supported=True),
+        _p("do_charge_flip", False, "bool", "Apply charge flipping to the object phase and "
+           "absorption.", _FLAG, epoch=True, supported=True),
+        _p("cf_delta_phase", 0.1, "float", "Charge flipping: phases below this fraction of the "
+           "slice maximum are flipped.", _ANY_FLOAT, epoch=True, supported=True),
+        _p("cf_delta_abs", 0.01, "float", "Charge flipping: absorptions below this fraction of the "
+           "slice maximum are flipped.", _ANY_FLOAT, epoch=True, supported=True),
+        _p("cf_beta_phase", -0.95, "float", "Charge flipping: factor applied to the flipped "
+           "phases.", _ANY_FLOAT, epoch=True, supported=True),
+        _p("cf_beta_abs", -0.95, "float", "Charge flipping: factor applied to the flipped "
+           "absorptions.", _ANY_FLOAT, epoch=True, supported=True),
+        _p("fancy_sigma", None, "float, pair or None", "Charge flipping on a Wiener-deconvolved "
+           "map: Gaussian sigma in px (one for both, or (phase, absorption) with None entries), "
+           "reconvolved after flipping; None disables.",
+           _custom("None, a float > 0 or a pair of (float > 0 or None)", _fancy_sigma), unit="px",
+           epoch=True, supported=True),
+        _p("fancy_sigma_eps", 1e-3, "float", "pypty extension: Wiener constant of the fancy_sigma "
+           "deconvolution.", _float(gt=0), extension=True, supported=True),
         _p("restart_from_vacuum", False, "bool", "Reset the object to 1, keeping everything "
-           "else.", _FLAG, epoch=True),
-        _p("reset_positions", False, "bool", "Reset positions to their initial values, keeping "
-           "everything else.", _FLAG, epoch=True),
+           "else (use a lambda that is true at one epoch).", _FLAG, epoch=True, supported=True),
+        _p("reset_positions", False, "bool", "Reset positions to their given values, keeping "
+           "everything else (use a lambda that is true at one epoch).", _FLAG, epoch=True, supported=True),
+        _p("apply_gaussian_filter_z", False, "bool or float", "pypty extension: Gaussian filter of "
+           "the object phase along the slices (sigma in slices; True = 1).",
+           _custom("a bool or a float sigma >= 0", _sigma_flag), unit="slices", epoch=True,
+           extension=True, supported=True),
+        _p("apply_gaussian_filter_z_amplitude", False, "bool or float", "pypty extension: Gaussian "
+           "filter of -ln|object| along the slices (sigma in slices; True = 1).",
+           _custom("a bool or a float sigma >= 0", _sigma_flag), unit="slices", epoch=True,
+           extension=True, supported=True),
+        _p("kr_filter_radius", 0, "float", "pypty extension: lateral sigmoid low-pass of the object "
+           "phase and/or amplitude, radius as a fraction of Nyquist; 0 = off.", _float(ge=0),
+           epoch=True, extension=True, supported=True),
+        _p("kr_filter_width", 0.05, "float", "pypty extension: width of the kr filter's sigmoid "
+           "edge (fraction of Nyquist).", _float(gt=0), extension=True, supported=True),
+        _p("kr_filter_obj_type", "both", "str", "pypty extension: what the kr filter acts on.",
+           choices=("phase", "amplitude", "both"), supported=True, extension=True),
+        _p("kz_filter_beta", 0, "float", "pypty extension: arctan kz filter of the object (a hand "
+           "step of the missing-wedge penalty); beta as in beta_wedge; 0 = off.", _float(ge=0),
+           epoch=True, extension=True, supported=True),
+        _p("kz_filter_alpha", 1.0, "float", "pypty extension: lateral Gaussian damping "
+           "exp(-alpha f^2) of the kz filter (f in cycles/px).", _float(ge=0), extension=True, supported=True),
+        _p("kz_filter_obj_type", "both", "str", "pypty extension: what the kz filter acts on.",
+           choices=("phase", "amplitude", "both"), supported=True, extension=True),
+        _p("kz_filter_amplitude_factor", 0.9, "float", "pypty extension: after the kz filter the "
+           "amplitude contrast is scaled, A <- 1 + factor (A - 1).", _float(gt=0, le=1),
+           extension=True, supported=True),
+        _p("dct_keep_fraction", 1.0, "float", "pypty extension: keep only this fraction of the "
+           "largest 2D DCT coefficients of the object phase/amplitude (ranked over all slices and "
+           "modes); 1 = off.", _float(gt=0, le=1), epoch=True, extension=True, supported=True),
+        _p("dct_obj_type", "both", "str", "pypty extension: what the DCT threshold acts on.",
+           choices=("phase", "amplitude", "both"), supported=True, extension=True),
+        _p("complex_ratio", False, "bool", "pypty extension: couple the object amplitude and phase "
+           "through their global ratio (complex-ratio constraint).", _FLAG, epoch=True,
+           extension=True, supported=True),
+        _p("complex_ratio_alpha1", 1.0, "float", "pypty extension: complex-ratio weight on the "
+           "amplitude.", _float(ge=0, le=1), extension=True, supported=True),
+        _p("complex_ratio_alpha2", 0.0, "float", "pypty extension: complex-ratio weight on the "
+           "phase.", _float(ge=0, le=1), extension=True, supported=True),
+        _p("complex_ratio_obj_type", "both", "str", "pypty extension: what the complex-ratio "
+           "constraint edits.", choices=("phase", "amplitude", "both"), supported=True,
+           extension=True),
+        _p("mirrored_amp", False, "bool", "pypty extension: set the amplitude from the phase, "
+           "A <- relax A + (1 - relax)(1 - scale max(phase, 0)^power), clamped at 0.", _FLAG,
+           epoch=True, extension=True, supported=True),
+        _p("mirrored_amp_relax", 0.1, "float", "pypty extension: relaxation of mirrored_amp.",
+           _float(ge=0, le=1), extension=True, supported=True),
+        _p("mirrored_amp_scale", 0.03, "float", "pypty extension: scale of mirrored_amp.",
+           _float(ge=0), unit="rad^-power", extension=True, supported=True),
+        _p("mirrored_amp_power", 4.0, "float", "pypty extension: power of mirrored_amp.",
+           _float(gt=0), extension=True, supported=True),
+        _p("obj_z_recenter", False, "bool", "pypty extension: shift the object by whole slices so "
+           "that the centre of mass of its positive phase is in the middle of the stack, and "
+           "propagate the probe accordingly.", _FLAG, epoch=True, extension=True, supported=True),
+        _p("obj_z_recenter_thresh", 95.0, "float", "pypty extension: percentile of the phase below "
+           "which pixels do not count in the z centre of mass.", _float(ge=0, le=100),
+           extension=True, supported=True),
+        _p("obj_z_recenter_scale", 1.0, "float", "pypty extension: fraction of the measured offset "
+           "that is corrected.", _float(ge=0, le=1), extension=True, supported=True),
+        _p("obj_z_recenter_max_shift", 10, "int", "pypty extension: largest shift per application.",
+           _int(ge=0), unit="slices", extension=True, supported=True),
+        _p("obj_amplitude_bounds", None, "[lo, hi] or None", "pypty extension: clip the object "
+           "amplitude to [lo, hi].", _custom("None or a pair [lo, hi] with 0 <= lo < hi",
+                                              _amplitude_bounds), epoch=True, extension=True, supported=True),
+        _p("obj_amplitude_bounds_relax", 0.0, "float", "pypty extension: the result is relax * "
+           "old + (1 - relax) * clipped.", _float(ge=0, le=1), extension=True, supported=True),
+        _p("obj_phase_positivity", False, "bool", "pypty extension: clip negative object phases "
+           "to 0.", _FLAG, epoch=True, extension=True, supported=True),
+        _p("obj_phase_positivity_relax", 0.0, "float", "pypty extension: the result is relax * "
+           "old + (1 - relax) * clipped.", _float(ge=0, le=1), extension=True, supported=True),
+        _p("pos_recenter", False, "bool", "pypty extension: keep the mean of the position "
+           "corrections at zero (a projection of the position updates; no optimizer reset).",
+           _FLAG, epoch=True, extension=True, supported=True),
+        _p("tilt_smooth_sigma", 0, "float", "pypty extension: Gaussian smoothing of the "
+           "per-position tilts over the scan grid (sigma in scan positions; needs scan_size); "
+           "0 = off.", _float(ge=0), unit="scan positions", epoch=True, extension=True,
+           supported=True),
     ]),
     ("Beam Initialization", [
         _p("n_hermite_probe_modes", None, "tuple of 2 ints or None", "Hermite mode orders "

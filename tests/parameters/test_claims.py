@@ -4,9 +4,10 @@ A row is accounted for when it is
 
 * implemented by the core: ``supported=True`` outside the two sections whose
   titles start with "Constraints";
-* claimed by exactly one registered loss term (:data:`pypty.regularizers.REGISTRY`)
-  or hand constraint (:data:`pypty.constraints.REGISTRY`) through the class's
-  ``PARAMS`` tuple, and then ``supported=True``; or
+* claimed by exactly one registered loss term (:data:`pypty.regularizers.REGISTRY`),
+  hand constraint (:data:`pypty.constraints.REGISTRY`) or reparametrisation
+  (:data:`pypty.model.reparam.REPARAMS`, e.g. ``fix_probe_intensity``) through
+  the class's ``PARAMS`` tuple, and then ``supported=True``; or
 * still refused: ``supported=False`` (accepted only at its default).
 
 Rows of the "Constraints ..." sections are never implemented by the core
@@ -18,10 +19,12 @@ import pytest
 
 import pypty.constraints
 import pypty.regularizers
+from pypty.model.reparam import REPARAMS
 from pypty.parameters import PARAMETERS
 
 REGISTRIES = {"pypty.regularizers.REGISTRY": pypty.regularizers.REGISTRY,
-              "pypty.constraints.REGISTRY": pypty.constraints.REGISTRY}
+              "pypty.constraints.REGISTRY": pypty.constraints.REGISTRY,
+              "pypty.model.reparam.REPARAMS": REPARAMS}
 
 
 def claim_problems(table, registries):
@@ -74,8 +77,9 @@ def _claiming(*names):
 
 
 def _rows(**supported):
-    """Today's table with the ``supported`` flags of some rows replaced."""
-    table = dict(PARAMETERS)
+    """Today's table with every "Constraints" row refused, then the ``supported`` flags of some rows set."""
+    table = {name: dataclasses.replace(row, supported=False) if row.section.startswith("Constraints") else row
+             for name, row in PARAMETERS.items()}
     for name, flag in supported.items():
         table[name] = dataclasses.replace(table[name], supported=flag)
     return table
