@@ -70,6 +70,7 @@ def main(argv=None):
     ap.add_argument("--background", action="store_true", help="refine a static background (from epoch 5)")
     ap.add_argument("--beam-current", action="store_true", help="refine the beam current (from epoch 5)")
     ap.add_argument("--tilt", action="store_true", help="refine a global beam tilt (tilt_mode 2, from epoch 5)")
+    ap.add_argument("--lazy-clean", action="store_true", help="do not band-limit the object (lazy_clean=True)")
     args = ap.parse_args(argv)
 
     meta, data, nominal, true, gt = load(args.data)
@@ -99,7 +100,7 @@ def main(argv=None):
         compute_batch=args.batch, update_obj=1, update_probe=1,
         update_probe_pos=(f"lambda e: 1 if e >= {args.positions_from} else 0" if args.refine_positions else 0),
         output_folder=args.out, print_flag=1, default_dtype="single" if args.single else "double",
-        overwrite_output=True, propmethod=args.propmethod,
+        overwrite_output=True, propmethod=args.propmethod, lazy_clean=args.lazy_clean,
     )
     if args.background:
         params.update(static_background=1e-3, update_static_background="lambda e: e >= 5")

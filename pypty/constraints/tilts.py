@@ -1,5 +1,184 @@
-"""Tilt-grid smoothing (class D)."""
+"""Tilt-grid smoothing (class D): a Gaussian filter of the per-position tilts over the scan grid.
+
+Port of PtyRAD's ``tilt_smooth`` (Lee et al., *PtyRAD*, 2025;
+``design/regularizers.md`` sections 4.1, 4.2) to pypty's tilts: all the tilt
+types of the model (``tilt_mode``), mrad, a Gaussian truncated at 4 sigma
+(PtyRAD's fixed 5-tap kernel truncates its default sigma = 2 at 1 sigma) and
+'nearest' (edge-replicating) boundaries.  The soft counterparts are the
+fast-axis, slow-axis and deformation tilt terms of :mod:`pypty.regularizers`.
+"""
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
+from ..parameters.conventions import TILT_TYPES, tilt_types_for_mode
+from ..parameters.errors import parameter_error
+from ..parameters.schedule import may_be_on
+from .base import UNCHANGED, Change, ParamsConstraint
+from .object_pointwise import _constant, _range_messages
+
+__all__ = ["TiltSmooth", "gaussian_filter1d", "gaussian_taps"]
+
+#: the Gaussian is truncated at this many sigma (``scipy.ndimage.gaussian_filter1d``'s default)
+TRUNCATE = 4.0
+
+
+def gaussian_taps(sigma: float, truncate: float = TRUNCATE) -> np.ndarray:
+    """Normalised 1-D Gaussian weights ``w_k ~ exp(-k^2 / (2 sigma^2))``, k = -r..r.
+
+    ``r = int(truncate * sigma + 0.5)`` (as in ``scipy.ndimage.gaussian_filter1d``);
+    float64 (2r + 1,), summing to 1.  ``sigma <= 0`` gives ``[1.0]``.
+    """
+    if sigma <= 0:
+        return np.ones(1)
+    r = int(truncate * float(sigma) + 0.5)
+    k = np.arange(-r, r + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (k / float(sigma)) ** 2)
+    return w / w.sum()
+
+
+def gaussian_filter1d(xp, a, sigma: float, axis: int, truncate: float = TRUNCATE):
+    """Gaussian filter of ``a`` along ``axis`` with 'nearest' boundaries (pad + weighted sum).
+
+    ``out[i] = sum_{k=-r}^{r} w_k a[clamp(i + k, 0, n - 1)]`` with the weights
+    of :func:`gaussian_taps`; equal to
+    ``scipy.ndimage.gaussian_filter1d(a, sigma, axis, mode="nearest", truncate=truncate)``
+    up to rounding.  NumPy or CuPy (``xp``); real ``a`` of any shape; a new array of
+    its shape and dtype.
+    """
+    w = gaussian_taps(sigma, truncate)
+    r = (w.size - 1) // 2
+    if r == 0:
+        return a.copy()
+    axis = axis % a.ndim
+    n = a.shape[axis]
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (r, r)
+    padded = xp.pad(a, pad, mode="edge")
+    out = xp.zeros_like(a)
+    for j, wj in enumerate(w):  # padded[j : j + n] along axis is a[i + j - r], clamped
+        sl = [slice(None)] * a.ndim
+        sl[axis] = slice(j, j + n)
+        out += float(wj) * padded[tuple(sl)]
+    return out
+
+
+class TiltSmooth(ParamsConstraint):
+    """``tilt_smooth_sigma``: Gaussian smoothing of the per-position tilts over the scan grid.
+
+    The tilts t (N, 6) mrad are seen on the scan grid of
+    ``scan_size = (Sy, Sx)``, in raster order ``Q[i, j, c] = t[i*Sx + j, c]``,
+    and the columns c of the tilt types in the model
+    (:func:`pypty.parameters.conventions.tilt_types_for_mode` of ``tilt_mode``;
+    column pairs :data:`~pypty.parameters.conventions.TILT_TYPES`) are
+    replaced by::
+
+        Q' = G_sigma,x * (G_sigma,y * Q)
+
+    a separable Gaussian with sigma = ``tilt_smooth_sigma`` scan positions
+    (0 = off, epoch-dependent), truncated at 4 sigma, with 'nearest'
+    (edge-replicating) boundaries (:func:`gaussian_filter1d`).  The other
+    columns are kept.  A global tilt (1, 6) is skipped (UNCHANGED).
+
+    Acts only when ``"tilts"`` is in ``ctx.settings.refine``.  Source:
+    ``design/regularizers.md`` sections 4.1, 4.2 (PtyRAD's ``tilt_smooth``,
+    Lee et al. 2025).
+    """
+
+    name = "tilt_smooth"
+    PARAMS = ("tilt_smooth_sigma", "scan_size", "tilt_mode", "tilts")
+    SWITCH = "tilt_smooth_sigma"
+
+    def active(self, epoch: int) -> bool:
+        """On when sigma at ``epoch`` is > 0."""
+        v = self.at(self.SWITCH, epoch)
+        return v is not None and not isinstance(v, (bool, np.bool_)) and float(v) > 0
+
+    def apply(self, arrays: dict, epoch: int, ctx) -> tuple:
+        """Smooth the tilts of the model's tilt types over the scan grid.
+
+        Parameters
+        ----------
+        arrays : dict
+            ``"tilts"``: float (N, 6) mrad (or (1, 6), a global tilt: skipped).
+        epoch : int
+        ctx : pypty.constraints.base.Context
+            ``ctx.settings.refine``: acts only when it holds ``"tilts"``.
+
+        Returns
+        -------
+        ({"tilts": (N, 6) mrad, dtype of the input}, Change("reset", reason)),
+        or ({}, UNCHANGED) (tilts not refined or absent, a global tilt, sigma too small
+        for a kernel wider than one tap, or no change).
+
+        Raises
+        ------
+        PyptyParameterError
+            No ``scan_size``, or Sy * Sx != N.
+        """
+        xp = self.xp
+        tilts = arrays.get("tilts")
+        if tilts is None or "tilts" not in ctx.settings.refine or tilts.shape[0] == 1:
+            return {}, UNCHANGED
+        sigma = float(self.at(self.SWITCH, epoch))
+        if gaussian_taps(sigma).size == 1:
+            return {}, UNCHANGED
+        sy, sx = self._grid(tilts.shape[0])
+        cols = [c for kind in tilt_types_for_mode(self.p["tilt_mode"]) for c in range(*TILT_TYPES[kind])]
+        if not cols:
+            return {}, UNCHANGED
+        q = tilts[:, cols].reshape(sy, sx, len(cols))
+        q = gaussian_filter1d(xp, gaussian_filter1d(xp, q, sigma, axis=0), sigma, axis=1)
+        new = tilts.copy()
+        new[:, cols] = q.reshape(-1, len(cols))
+        if bool(xp.array_equal(new, tilts)):
+            return {}, UNCHANGED
+        return {"tilts": new}, Change("reset", f"tilts smoothed over the scan grid (sigma {sigma:g})")
+
+    def _grid(self, n: int) -> tuple:
+        scan = self.p.get("scan_size")
+        if scan is None:
+            raise parameter_error("scan_size", "tilt_smooth_sigma > 0 needs scan_size (Sy, Sx)")
+        sy, sx = (int(v) for v in scan)
+        if sy * sx != n:
+            raise parameter_error("scan_size", f"{sy} x {sx} = {sy * sx} scan points, but the tilts have {n} rows")
+        return sy, sx
+
+    @classmethod
+    def check_params(cls, p: dict) -> list:
+        """sigma >= 0; when it may be on and the tilts have N > 1 rows: ``scan_size`` given with Sy * Sx = N."""
+        out = _range_messages(p, {cls.SWITCH: (0.0, None, False, "a float >= 0")})
+        if not may_be_on(p.get(cls.SWITCH)):
+            return out
+        tilts = p.get("tilts")
+        n = int(np.shape(tilts)[0]) if tilts is not None and np.ndim(tilts) == 2 else 1
+        if n == 1:
+            return out
+        scan = p.get("scan_size")
+        if scan is None:
+            out.append("parameter 'scan_size': needed by tilt_smooth_sigma (per-position tilts on the scan grid)")
+        else:
+            sy, sx = (int(v) for v in scan)
+            if sy * sx != n:
+                out.append(f"parameter 'scan_size': {sy} x {sx} = {sy * sx} scan points, but tilts has {n} rows "
+                           f"(tilt_smooth_sigma)")
+        return out
+
+    @classmethod
+    def warnings(cls, p: dict) -> list:
+        """A global tilt (one row): nothing to smooth."""
+        const, v = _constant(p.get(cls.SWITCH))
+        if const and not (v is not None and not isinstance(v, (bool, np.bool_)) and math.isfinite(float(v))
+                          and float(v) > 0):
+            return []
+        tilts = p.get("tilts")
+        if tilts is not None and np.ndim(tilts) == 2 and np.shape(tilts)[0] == 1:
+            return [(f"parameter '{cls.SWITCH}': the tilts are one global row, so there is nothing to smooth "
+                     "(give N rows for per-position tilts)")]
+        return []
+
+
 #: constraint classes of this module, in order of application
-CONSTRAINTS: tuple = ()
+CONSTRAINTS: tuple = (TiltSmooth,)

@@ -269,6 +269,9 @@ class Reconstruction:
         s = self.settings(epoch)
         self._maybe_resize(s)
         self._apply_constraints(s)
+        for term in self.terms:  # terms whose definition is fixed per epoch (e.g. the probe modes a mask acts on)
+            if hasattr(term, "begin_epoch") and term.active(epoch):
+                term.begin_epoch(self.arrays, epoch)
         if s.reset_history:
             self.opt.reset("reset_history_flag")
         edits, self._edits = self._edits, []

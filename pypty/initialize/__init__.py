@@ -9,6 +9,10 @@
 - :mod:`pypty.initialize.probe`: initial probes (aberrations, binary
   aperture, beam CTF, Hermite and defocus-spread modes) and
   :func:`initial_probe`, the probe ``run`` builds when ``probe`` is None.
+- :mod:`pypty.initialize.schedules`: :func:`epoch_schedule`, a (start, step,
+  end) schedule as an epoch lambda string.
+- :mod:`pypty.initialize.masks`: :func:`sigmoid_mask`, a soft aperture for
+  the reciprocal-space probe penalty.
 
 Typical use::
 
@@ -23,10 +27,12 @@ from .calibration import (CalibrationError, detector_pixel_inv_A, object_shape_p
                           pypty_params_from_experiment, reconstruction_pixel_size_A, scan_positions_px,
                           slice_settings)
 from .dataset import DatasetError, centre_of_mass, create_dataset, open_4dstem
+from .masks import sigmoid_mask
 from .probe import (aperture_from_binary, defocus_spread_probe, hermite_modes, initial_probe,
                     probe_from_beam, probe_from_parameters)
+from .schedules import epoch_schedule
 
 __all__ = ["CalibrationError", "DatasetError", "aperture_from_binary", "centre_of_mass", "create_dataset",
-           "defocus_spread_probe", "detector_pixel_inv_A", "hermite_modes", "initial_probe", "object_shape_px",
+           "defocus_spread_probe", "detector_pixel_inv_A", "epoch_schedule", "hermite_modes", "initial_probe", "object_shape_px",
            "open_4dstem", "probe_from_beam", "probe_from_parameters", "pypty_params_from_dataset",
-           "pypty_params_from_experiment", "reconstruction_pixel_size_A", "scan_positions_px", "slice_settings"]
+           "pypty_params_from_experiment", "reconstruction_pixel_size_A", "scan_positions_px", "sigmoid_mask", "slice_settings"]

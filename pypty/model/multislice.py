@@ -11,6 +11,7 @@ sub-pixel remainder ``s_n`` (px)::
     psi_e   = modulate(psi, E(t_after))                                                       (B, Mo, Mp, Y, X)
     I       = farfield(psi_e)  or  near_field(psi_e, H_n)
     I_det   = bin_pattern(I, u)                      upsample_pattern u
+    I_det   = blur_pattern(I_det, T_sigma)           detector PSF (only when detector_blur_sigma > 0)
     M_n     = c_n * I_det + b                        beam current c_n, static background b    (B, Yd, Xd)
 
 and the data loss compares ``M_n`` with the measured pattern (or, for
@@ -25,7 +26,11 @@ Gradients: complex arrays get ``G = 2 dL/d(conj z)`` (so
 :mod:`pypty.optim`.  Each gradient is checked against central finite
 differences in ``tests/model/test_gradients.py``.  The weight of the data
 term (``loss_weight``) is applied by the objective
-(:mod:`pypty.engine.objective`), not here.
+(:mod:`pypty.engine.objective`), not here, except when a *pattern term* is
+passed to :meth:`MultisliceModel.loss_and_grad` (a term of the model patterns
+that is not a sum over patterns, such as the PACBED term of
+:mod:`pypty.regularizers.pacbed`): its derivative joins the data term's
+derivative before the adjoint, so the weight is applied per batch there.
 
 Internal layouts (FFT axes last) are those of :mod:`pypty.model.refinables`:
 object (S, Mo, Ny, Nx), probe (K, Mp, Y, X), positions (N, 2) (y, x) px,
@@ -92,11 +97,16 @@ class MultisliceModel:
         Detector pixels where a static background can exist (FFT order).
     masks : device array (M, Yd, Xd) real or None
         Virtual detectors (FFT order) for ``lsq_compressed``.
+    detector_blur_sigma : float >= 0
+        Standard deviation (detector px) of the Gaussian point-spread function
+        of the detector, applied to the binned patterns before the beam current
+        and the background (:func:`pypty.operators.blur_pattern`, periodic);
+        0 = off (the operator is skipped: bit-identical to a model without it).
 
     Raises
     ------
     ValueError
-        Unknown ``propmethod``.
+        Unknown ``propmethod``; ``detector_blur_sigma`` negative or not finite.
     """
 
     bk: object
@@ -120,6 +130,7 @@ class MultisliceModel:
     upsample: int = 1
     background_mask: object = None
     masks: object = None
+    detector_blur_sigma: float = 0.0
 
     def __post_init__(self):
         xp = self.bk.xp
@@ -146,14 +157,20 @@ class MultisliceModel:
                                         float(self.near_field.get("alpha", 0.0)))
             nf = xp.asarray(h, dtype=cdt)  # (1 or N, Y, X)
         ry, rx = ops.window_coordinates_A(win, self.pixel_size_yx_A)
+        sigma = float(self.detector_blur_sigma)
+        if not (np.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"detector_blur_sigma must be a finite number >= 0 (detector px), got "
+                             f"{self.detector_blur_sigma!r}")
+        det = (win[0] // self.upsample, win[1] // self.upsample)
+        blur = xp.asarray(ops.blur_transfer(det, sigma), dtype=rdt) if sigma > 0 else None
         derived = dict(
-            window_yx=win, detector_yx=(win[0] // self.upsample, win[1] // self.upsample), steps=steps,
+            window_yx=win, detector_yx=det, steps=steps,
             _kyx_px=(xp.asarray(np.fft.fftfreq(win[0])[:, None], dtype=rdt),
                      xp.asarray(np.fft.fftfreq(win[1])[None, :], dtype=rdt)),
             _kyx_A=(xp.asarray(np.fft.fftfreq(win[0], d=self.pixel_size_yx_A[0])[:, None], dtype=rdt),
                     xp.asarray(np.fft.fftfreq(win[1], d=self.pixel_size_yx_A[1])[None, :], dtype=rdt)),
             _ryx_A=(xp.asarray(ry, dtype=rdt), xp.asarray(rx, dtype=rdt)),
-            _kernels=kernels, _basis=basis, _nf=nf, _cdt=cdt, _rdt=rdt)
+            _kernels=kernels, _basis=basis, _nf=nf, _blur=blur, _cdt=cdt, _rdt=rdt)
         for name, value in derived.items():  # derived once; the model is immutable afterwards
             object.__setattr__(self, name, value)
 
@@ -241,6 +258,8 @@ class MultisliceModel:
         else:
             inten, field_ = ops.farfield(bk, psi)
         inten = ops.bin_pattern(xp, inten, self.upsample)
+        if self._blur is not None:  # detector PSF; skipped entirely when off
+            inten = ops.blur_pattern(bk, inten, self._blur)
         model = inten
         bc = arrays.get("beam_current")
         if bc is not None:
@@ -274,7 +293,41 @@ class MultisliceModel:
         arrays = dict(arrays, _powered=self._powered(arrays["obj"]))
         return self._forward(arrays, probe_hat, np.asarray(idx), subpixel, keep=False)[0]
 
-    def loss_and_grad(self, arrays, batches, get_data, need=(), subpixel=True):
+    def mean_pattern(self, arrays, batches, subpixel=True):
+        """Mean model pattern over the patterns of ``batches`` (forward passes only, no gradients).
+
+        ``Mbar = (1/N) sum_n M_n`` with ``M_n`` the model of the measured
+        quantity of pattern n (after binning, detector blur, beam current and
+        background; see the module docstring) and N the number of patterns in
+        all batches together (a pattern listed twice counts twice, as in the
+        data term).
+
+        Parameters
+        ----------
+        arrays : dict name -> device array (as for :meth:`loss_and_grad`).
+        batches : iterable of int index arrays (NumPy), not empty.
+        subpixel : bool
+
+        Returns
+        -------
+        float64 device array (Yd, Xd) in FFT order (counts per pattern), or
+        (M,) for compressed data (signals).
+        """
+        xp = self.bk.xp
+        probe_hat = self.bk.fft2(arrays["probe"])
+        arrays = dict(arrays, _powered=self._powered(arrays["obj"]))
+        acc, n = None, 0
+        for bidx in batches:
+            bidx = np.asarray(bidx)
+            model = self._forward(arrays, probe_hat, bidx, subpixel, keep=False)[0]
+            part = xp.sum(model, axis=0, dtype=xp.float64)
+            acc = part if acc is None else acc + part
+            n += len(bidx)
+        if n == 0:
+            raise ValueError("mean_pattern: no patterns in the batches")
+        return acc / n
+
+    def loss_and_grad(self, arrays, batches, get_data, need=(), subpixel=True, pattern_term=None):
         """Data loss summed over the given batches and its gradients.
 
         Parameters
@@ -289,13 +342,27 @@ class MultisliceModel:
             Gradients to compute (others are skipped, saving work).
         subpixel : bool
             Use sub-pixel shifts of the probe.
+        pattern_term : object or None
+            A term ``R(M_1, ..., M_N)`` of the model patterns of the batches
+            that is not a sum of per-pattern losses (the PACBED term,
+            :class:`pypty.regularizers.pacbed.PacbedHook`), already evaluated by
+            the caller (e.g. from :meth:`mean_pattern`).  It provides
+            ``data_weight`` (float w >= 0, the weight of the data term) and
+            ``dl(model_batch, bidx)`` -> real device array (B, Yd, Xd), the
+            derivative ``dR/dM_n`` for the patterns ``bidx`` of a batch
+            (``model_batch``: their model patterns M_n).  Each batch then
+            back-propagates ``w dL/dM + dR/dM`` in one adjoint pass, so the
+            gradients returned are those of ``w * loss + R``.  The returned
+            loss stays the unweighted data loss; R's value is the caller's.
+            None (default): the gradients of the data loss alone.
 
         Returns
         -------
         loss : float (float64 accumulation), unweighted
         grads : dict name -> device array, same shape as the input
             (``positions`` float64 (N, 2) and per-pattern arrays are zero for
-            patterns not in the batches).
+            patterns not in the batches).  Of the data loss, or of
+            ``w * loss + R`` with a ``pattern_term``.
         """
         bk, xp = self.bk, self.bk.xp
         need = set(need)
@@ -319,6 +386,9 @@ class MultisliceModel:
             val, dl = data_loss(self.loss_name, xp, model, get_data(bidx), self.eps, self.compressed)
             total += val
             if need:
+                if pattern_term is not None:  # one adjoint pass for w * data + R
+                    w = float(pattern_term.data_weight)
+                    dl = (dl if w == 1.0 else w * dl) + pattern_term.dl(model, bidx).astype(dl.dtype, copy=False)
                 self._backward(arrays, bidx, c, dl, need, g)
         grads = {}
         if "obj" in need:
@@ -351,6 +421,8 @@ class MultisliceModel:
             dl = dl * bc[bidx_dev][:, None, None].astype(dl.dtype, copy=False)
         if not need & {"obj", "probe", "positions", "tilts", "aberrations_array"}:
             return
+        if self._blur is not None:
+            dl = ops.blur_pattern_adjoint(bk, dl, self._blur)
         dl = ops.bin_pattern_adjoint(xp, dl, self.upsample)
         if c["h"] is not None:  # near field: intensity image -> exit wave
             chi = ops.near_field_adjoint(bk, dl, c["field"], c["h"])

@@ -225,7 +225,7 @@ def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
     model = MultisliceModel(bk, win, pix, lam, tuple(dz), cdt, propmethod=p["propmethod"],
                             cutoff=float(p["damping_cutoff_multislice"]), rolloff=float(p["smooth_rolloff"]),
                             loss_name=p["algorithm"], eps=eps, upsample=up, acc_voltage_kV=float(p["acc_voltage"]),
-                            **kw)
+                            detector_blur_sigma=float(p["detector_blur_sigma"]), **kw)
     # ---------------------------------------------------------------- data access
     per_pattern = source.n_signals if compressed else detector[0] * detector[1]
     on_device = n * per_pattern * np.dtype(ddt_of(source)).itemsize if bk.is_gpu and not p["load_one_by_one"] \

@@ -24,12 +24,13 @@ module              operators
 ``patches``         window corners, gather of object patches, scatter-add (adjoint)
 ``transmission``    multiplication by the patches (+ both partial adjoints), O^w
 ``fresnel``         band-limited Fresnel propagation (+ adjoint), tilted propagation (+ gradient)
-``detector``        far field, near field, binning of upsampled patterns, virtual detectors
+``detector``        far field, near field, binning of upsampled patterns, detector blur, virtual detectors
 ==================  ==================================================================
 """
 from .beam_tilt import modulate, modulate_adjoint, tilt_phase, tilt_phase_gradient, window_coordinates_A
-from .detector import (bin_pattern, bin_pattern_adjoint, compress, compress_adjoint, farfield, farfield_adjoint,
-                       near_field, near_field_adjoint, near_field_transfer)
+from .detector import (bin_pattern, bin_pattern_adjoint, blur_pattern, blur_pattern_adjoint, blur_transfer, compress,
+                       compress_adjoint, farfield, farfield_adjoint, near_field, near_field_adjoint,
+                       near_field_transfer)
 from .fresnel import bandlimit_mask, fresnel_kernel, propagate, propagate_adjoint, tilt_gradient, tilt_ramp
 from .optics import aberration_ctf, aberration_gradient, aberration_phase, electron_wavelength_A
 from .patches import extract_patches, patch_indices, scatter_patches, scatter_rows, split_positions
@@ -45,5 +46,6 @@ __all__ = [
     "transmit", "transmit_adjoint", "transmit_patches_adjoint", "transmission_power", "transmission_power_grad",
     "bandlimit_mask", "fresnel_kernel", "propagate", "propagate_adjoint", "tilt_ramp", "tilt_gradient",
     "farfield", "farfield_adjoint", "near_field_transfer", "near_field", "near_field_adjoint",
-    "bin_pattern", "bin_pattern_adjoint", "compress", "compress_adjoint",
+    "bin_pattern", "bin_pattern_adjoint", "blur_transfer", "blur_pattern", "blur_pattern_adjoint",
+    "compress", "compress_adjoint",
 ]

@@ -5,6 +5,8 @@
   spherical aberration and a spatial-coherence envelope);
 * binning of an upsampled model pattern onto detector pixels
   (``upsample_pattern``);
+* the detector's point-spread function: a periodic Gaussian blur of the
+  patterns (``detector_blur_sigma``), self-adjoint;
 * projection of patterns onto virtual detectors (``masks``, ``lsq_compressed``).
 
 Arrays use the internal layout (FFT axes last, FFT order in reciprocal space).
@@ -13,9 +15,11 @@ Adjoints are with respect to ``<a, b> = Re sum conj(a) b``.
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
 
 __all__ = ["farfield", "farfield_adjoint", "near_field_transfer", "near_field", "near_field_adjoint",
-           "bin_pattern", "bin_pattern_adjoint", "compress", "compress_adjoint"]
+           "bin_pattern", "bin_pattern_adjoint", "blur_transfer", "blur_pattern", "blur_pattern_adjoint",
+           "compress", "compress_adjoint"]
 
 
 # --------------------------------------------------------------------------- far field
@@ -129,6 +133,74 @@ def bin_pattern_adjoint(xp, g, u):
     h = _roll_amount(u)
     rep = xp.repeat(xp.repeat(g, u, axis=1), u, axis=2)
     return xp.roll(rep, (-h, -h), axis=(1, 2))
+
+
+# --------------------------------------------------------------------------- detector point-spread function
+def blur_transfer(shape_yx, sigma_px):
+    """Transfer function of a periodic Gaussian blur of std ``sigma_px`` on a (Y, X) pattern.
+
+    The kernel is the sampled Gaussian ``g(dy, dx) = exp(-(dy^2 + dx^2) / (2 sigma^2))`` over the periodic
+    (minimum-image) pixel offsets ``dy = Y fftfreq(Y)``, ``dx = X fftfreq(X)``, normalised to unit sum; the
+    transfer function is its DFT.  Because g is real, non-negative and even (``g(-d) = g(d)`` modulo the
+    period), the transfer function is real and even, equals 1 at zero frequency (counts are conserved) and
+    the blurred pattern of a non-negative pattern is non-negative.  A kernel wider than the pattern wraps
+    around (periodic boundary).  Separable: ``T = T_y(f_y) T_x(f_x)``.
+
+    Parameters
+    ----------
+    shape_yx : (int, int)
+        Pattern shape (Y, X) in detector px.
+    sigma_px : float > 0
+        Standard deviation of the Gaussian, detector px.
+
+    Returns
+    -------
+    ndarray float64 (Y, X)
+        Transfer function in FFT order (zero frequency at [0, 0]); pass it to :func:`blur_pattern`.
+
+    Raises
+    ------
+    ValueError
+        ``sigma_px`` not a finite number > 0.
+    """
+    sigma = float(sigma_px)
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"blur_transfer: sigma must be a finite number > 0 (detector px), got {sigma_px!r}")
+    axes = []
+    for n in shape_yx:
+        d = np.fft.fftfreq(int(n)) * int(n)  # periodic offsets 0, 1, ..., -1 (px)
+        g = np.exp(-0.5 * (d / sigma) ** 2)
+        axes.append(np.fft.fft(g / g.sum()).real)  # g even -> its DFT is real (imaginary part is rounding)
+    return axes[0][:, None] * axes[1][None, :]
+
+
+def blur_pattern(bk, inten, transfer):
+    """Periodic convolution of patterns with the Gaussian of :func:`blur_transfer`: ``I' = F^-1[T F I]``.
+
+    Convolution commutes with circular shifts, so the patterns may be in FFT order (as the model keeps them)
+    or centred: the result is the same pattern blurred, in the same order.  Real-to-complex FFTs (half
+    spectrum, ``rfft2``/``irfft2``) are used: T is real and even, so ``T F I`` is Hermitian and the result
+    is real and exact.
+
+    inten : real (B, Y, X); transfer : real (Y, X) from :func:`blur_transfer`.
+    Returns real (B, Y, X), dtype of ``inten``.
+    """
+    ny, nx = inten.shape[-2:]
+    half = transfer[:, :nx // 2 + 1]
+    if bk.is_gpu:
+        fft = bk.xp.fft
+        out = fft.irfft2(fft.rfft2(inten) * half, s=(ny, nx))
+    else:
+        out = scipy.fft.irfft2(scipy.fft.rfft2(inten, workers=bk.workers) * half, s=(ny, nx), workers=bk.workers)
+    return out.astype(inten.dtype, copy=False)
+
+
+def blur_pattern_adjoint(bk, g, transfer):
+    """Adjoint of :func:`blur_pattern`: the same convolution (T is real and even, so the operator is symmetric).
+
+    g : real (B, Y, X) (e.g. dL/dI' of the blurred pattern)  ->  dL/dI, real (B, Y, X).
+    """
+    return blur_pattern(bk, g, transfer)
 
 
 # --------------------------------------------------------------------------- compression

@@ -17,7 +17,7 @@ from ..output.exports import BIT_DEPTHS, FOVS, TIFF_QUANTITIES
 from ..output.figures import FIGURE_CHOICES
 from ..output.folders import AFFIX_CHOICES
 from .checks import (_array, _backend, _bool_or_int, _compute_batch, _custom, _dtype_or_none, _flag, _float,
-                     _hist_length, _int, _int_pair, _max_count, _optional, _origins, _path, _percentiles,
+                     _hist_length, _int, _int_pair, _max_count, _origins, _path, _percentiles,
                      _phase_plate, _real_pair, _sequence, _static_background, _str, _str_list, _time_prefix,
                      _window, _sigma_flag, _fancy_sigma, _amplitude_bounds, _probe_mask)
 from .row import ArrayDefault, Parameter, _p, index_table

@@ -14,7 +14,7 @@ from pypty.model.reparam import REPARAMS
 from pypty.model.setup import build_setup
 from pypty.operators.fresnel import bandlimit_mask
 from pypty.parameters import validate
-from synthetic import base_params, dataset, default_probe, phase_object, raster, simulate
+from synthetic import base_params, dataset
 
 
 @pytest.fixture(scope="module")

@@ -173,8 +173,9 @@ def test_restart_from_checkpoint_continues(small, tmp_path):
 def test_negative_positions_and_extra_space_shift_the_canvas(small):
     """Positions below 0 or an extra margin move the scan into the canvas; positions index the result."""
     pos, probe, data = small
-    a = pypty.iterative.run(base_params(data, pos - 10, probe, epoch_max=2))
-    b = pypty.iterative.run(base_params(data, pos, probe, epoch_max=2, extra_space_on_side_px=3))
+    # lazy_clean: the object band limit acts on the canvas grid, so canvases of other sizes differ in the last bits
+    a = pypty.iterative.run(base_params(data, pos - 10, probe, epoch_max=2, lazy_clean=True))
+    b = pypty.iterative.run(base_params(data, pos, probe, epoch_max=2, extra_space_on_side_px=3, lazy_clean=True))
     assert np.isfinite(a["loss"]).all() and np.isfinite(b["loss"]).all()
     np.testing.assert_allclose(a["positions"] + a["position_offset"], pos - 10, atol=1e-12)
     np.testing.assert_allclose(b["positions"] + b["position_offset"], pos, atol=1e-12)

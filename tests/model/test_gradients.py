@@ -6,7 +6,7 @@ Re<G, d> (complex arrays, Wirtinger convention) or <G, d> (real arrays) must
 match (L(x + h d) - L(x - h d)) / (2 h).  Each model feature (tilts of every
 type, beam current, static background, aberrations array with marker, probe
 marker with a 4D probe, phase plates, propagation schemes, near field,
-upsampled patterns, compressed data) is checked for every array it touches.
+upsampled patterns, detector blur, compressed data) is checked for every array it touches.
 """
 import numpy as np
 import pytest
@@ -50,6 +50,9 @@ def _problem(bk, loss="lsq_sqrt", seed=0, **cfg):
         kw["phase_plates"] = np.exp(1j * rng.normal(0, 1.0, (N,) + win))
     if cfg.pop("near_field", False):
         kw["near_field"] = {"defocus": rng.uniform(20, 80, N), "cs": 1e3, "alpha": 0.5}
+    blur = cfg.pop("blur", 0.0)
+    if blur:
+        kw["detector_blur_sigma"] = blur
     masks = None
     if cfg.pop("compressed", False):
         masks = rng.uniform(0, 1, (4,) + det)
@@ -113,6 +116,10 @@ FEATURES = {
     "near_field": (dict(near_field=True, tilts=True), ["obj", "probe", "positions", "tilts"]),
     "upsample2": (dict(upsample=2, background=True), ["obj", "probe", "static_background"]),
     "upsample3": (dict(upsample=3), ["obj", "probe"]),
+    "detector_blur": (dict(blur=0.8, beam_current=True, background=True),
+                      ["obj", "probe", "positions", "beam_current", "static_background"]),
+    "detector_blur_upsample2": (dict(blur=1.5, upsample=2), ["obj", "probe"]),
+    "detector_blur_compressed": (dict(blur=0.8, compressed=True), ["obj", "probe"]),
     "compressed": (dict(compressed=True, beam_current=True, background=True),
                    ["obj", "probe", "beam_current", "static_background"]),
     "everything": (dict(tilts=True, beam_current=True, background=True, aberrations=True, probe_marker=2,
@@ -150,3 +157,23 @@ def test_beam_current_and_background_enter_the_model_as_documented(bk):
     expect = (i0 * bk.to_numpy(arrays["beam_current"])[:, None, None]
               + bk.to_numpy(arrays["static_background"] * model.background_mask)[None])
     np.testing.assert_allclose(i1, expect, rtol=1e-12)
+
+
+def test_detector_blur_enters_the_model_as_documented(bk):
+    """M = c * blur(bin(I)) + b; sigma = 0 is bit-identical to a model without the blur."""
+    from pypty import operators as ops
+    model, arrays, data, batches, rng = _problem(bk, "lsq", beam_current=True, background=True)
+    blurred, *_ = _problem(bk, "lsq", beam_current=True, background=True, blur=1.2)
+    off = MultisliceModel(bk, WIN, PIX, LAM, (5.0, 4.0), np.complex128, rolloff=0.1, loss_name="lsq", eps=1e-3,
+                          background_mask=model.background_mask, detector_blur_sigma=0.0)
+    assert off._blur is None
+    idx = np.arange(N)
+    np.testing.assert_array_equal(bk.to_numpy(off.predict(arrays, idx)), bk.to_numpy(model.predict(arrays, idx)))
+    bare = dict(arrays, beam_current=None, static_background=None)
+    i0 = model.predict(bare, idx)
+    t = bk.asarray(ops.blur_transfer(WIN, 1.2))
+    expect = (bk.to_numpy(ops.blur_pattern(bk, i0, t)) * bk.to_numpy(arrays["beam_current"])[:, None, None]
+              + bk.to_numpy(arrays["static_background"] * model.background_mask)[None])
+    np.testing.assert_allclose(bk.to_numpy(blurred.predict(arrays, idx)), expect, rtol=1e-12)
+    with pytest.raises(ValueError):
+        MultisliceModel(bk, WIN, PIX, LAM, (5.0, 4.0), np.complex128, detector_blur_sigma=-1.0)

@@ -112,6 +112,13 @@ def bin_pattern(bk, rng, u=2):
             _r(bk, rng, (3, 6 * u, 4 * u)), _r(bk, rng, (3, 6, 4)))
 
 
+def blur_pattern(bk, rng, sigma=1.3, shape=(3, 9, 8)):
+    """Periodic Gaussian blur of the detector: symmetric, so its adjoint is itself."""
+    t = bk.asarray(ops.blur_transfer(shape[1:], sigma))
+    return (lambda x: ops.blur_pattern(bk, x, t), lambda y: ops.blur_pattern_adjoint(bk, y, t),
+            _r(bk, rng, shape), _r(bk, rng, shape))
+
+
 def compress(bk, rng):
     masks = bk.asarray(rng.uniform(0, 1, (5,) + SHAPE))
     return (lambda x: ops.compress(bk.xp, x, masks), lambda y: ops.compress_adjoint(bk.xp, y, masks),
@@ -219,6 +226,8 @@ TABLE = {
     "gather_scatter_rows": gather_rows,
     "bin_pattern_2": bin_pattern,
     "bin_pattern_3": lambda bk, rng: bin_pattern(bk, rng, u=3),
+    "blur_pattern": blur_pattern,
+    "blur_pattern_wide_odd": lambda bk, rng: blur_pattern(bk, rng, sigma=4.0, shape=(2, 7, 9)),
     "compress": compress,
     "farfield": farfield,
     "near_field": near_field,
@@ -242,7 +251,7 @@ def test_dot_product(bk, name):
 def test_every_operator_is_in_the_table():
     """Every forward operator of pypty.operators (and the gradient that pairs with it) has a row."""
     paired = {"fft2/ifft2", "propagate", "shift_probe", "modulate_probe", "transmit_wave", "extract_scatter_patches",
-              "gather_scatter_rows", "bin_pattern_2", "compress", "farfield", "near_field", "aberration_ctf",
+              "gather_scatter_rows", "bin_pattern_2", "blur_pattern", "compress", "farfield", "near_field", "aberration_ctf",
               "shift_gradient", "tilt_phase_gradient", "tilt_gradient", "transmission_power"}
     assert paired <= set(TABLE)
     adjoints = {n for n in ops.__all__ if n.endswith(("_adjoint", "_gradient", "_grad")) or n.startswith("scatter_")}
@@ -250,7 +259,8 @@ def test_every_operator_is_in_the_table():
                         "scatter_patches", "scatter_rows", "transmit_adjoint", "transmit_patches_adjoint",
                         "transmission_power_grad",
                         "propagate_adjoint", "tilt_gradient", "farfield_adjoint", "near_field_adjoint",
-                        "bin_pattern_adjoint", "compress_adjoint", "aberration_gradient"}, "new adjoint: add a row"
+                        "bin_pattern_adjoint", "blur_pattern_adjoint", "compress_adjoint",
+                        "aberration_gradient"}, "new adjoint: add a row"
 
 
 # ---------------------------------------------------------------- values of single operators
@@ -290,6 +300,31 @@ def test_bin_pattern_centre(bk, u):
     d[0, 0, 0] = 1.0
     b = bk.to_numpy(ops.bin_pattern(xp, d, u))
     assert b.sum() == 1.0 and b[0, 0, 0] == 1.0
+
+
+def test_blur_is_the_normalised_periodic_gaussian(bk):
+    """blur_pattern = direct periodic convolution with the unit-sum sampled Gaussian, in any pattern order."""
+    rng = np.random.default_rng(11)
+    shape, sigma = (9, 8), 1.1
+    x = rng.uniform(0, 5, (2,) + shape)
+    dy = np.fft.fftfreq(shape[0]) * shape[0]
+    dx = np.fft.fftfreq(shape[1]) * shape[1]
+    g = np.exp(-(dy[:, None] ** 2 + dx[None] ** 2) / (2 * sigma**2))
+    g /= g.sum()
+    direct = np.zeros_like(x)
+    for i in range(shape[0]):
+        for j in range(shape[1]):
+            direct += g[i, j] * np.roll(x, (i, j), axis=(1, 2))
+    t = bk.asarray(ops.blur_transfer(shape, sigma))
+    out = bk.to_numpy(ops.blur_pattern(bk, bk.asarray(x), t))
+    np.testing.assert_allclose(out, direct, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out.sum(axis=(1, 2)), x.sum(axis=(1, 2)), rtol=1e-12)  # counts conserved
+    assert out.min() >= 0  # a non-negative kernel: no negative intensities
+    # FFT order or centred: the same blurred pattern
+    cen = bk.to_numpy(ops.blur_pattern(bk, bk.asarray(np.fft.fftshift(x, axes=(1, 2))), t))
+    np.testing.assert_allclose(np.fft.ifftshift(cen, axes=(1, 2)), out, atol=1e-12)
+    with pytest.raises(ValueError):
+        ops.blur_transfer(shape, 0.0)
 
 
 def test_farfield_conserves_counts(bk):

@@ -130,7 +130,8 @@ def test_effective_defaults():
 def test_describe():
     text = describe("acc_voltage")
     assert text.startswith("acc_voltage") and "kV" in text and "60" in text
-    assert "not supported yet" in describe("atv_weight")
+    assert "not supported yet" in describe("remove_fft_cache")
+    assert "not supported yet" not in describe("atv_weight")
     assert "mrad" in describe("tilts") and "not supported yet" not in describe("tilts")
     with pytest.raises(PyptyParameterError, match="did you mean 'epoch_max'"):
         describe("epoch_maxx")
