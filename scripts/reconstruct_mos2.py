@@ -53,6 +53,66 @@ def score(phase, gt, margin, window, scan_lo, scan_hi):
     return r, best
 
 
+def geometry(meta, data, nominal, true, true_positions=False, margin=4):
+    """Initial pypty positions and the frame used for scoring.
+
+    Returns ``(pos0, true_corner, margin)``: the starting positions (top-left
+    corners of the probe windows on the canvas, px), the true corners in the
+    same frame, and the canvas margin (px before the first probe window).
+    """
+    n_det = data.shape[1]
+    # pypty positions: top-left corner of the window; probe centre = corner + n_det//2
+    start = true if true_positions else nominal
+    pos0 = start - n_det // 2 + margin
+    true_corner = true - n_det // 2 + margin
+    if pos0.min() < 0:
+        margin += int(np.ceil(-pos0.min()))
+        pos0 = start - n_det // 2 + margin
+        true_corner = true - n_det // 2 + margin
+    return pos0, true_corner, margin
+
+
+def initial_probe(meta, data):
+    """Probe from make_probe with the nominal C10, normalised to the mean counts per pattern of ``data``."""
+    n_det = data.shape[1]
+    # Probe focus: abTEM's defocus is measured from the entrance plane of the 7.975 Å
+    # cell; our object slices start at the first atomic plane (2.39 Å below).
+    return make_probe((n_det, n_det), meta["dx_recon_A"], meta["energy_eV"] / 1e3, meta["semiangle_mrad"],
+                      {"C10": meta["C10_A"] + meta["truth"]["geometry"]["atomic_plane_z_A"][0]},
+                      intensity=float(data.sum(axis=(1, 2)).mean()))
+
+
+def scan_region(pos0, n_det):
+    """(lo, hi) pixel bounds of the probe centres: the region that :func:`score` scores."""
+    centres = pos0 + n_det // 2
+    lo = np.floor(centres.min(axis=0)).astype(int)
+    hi = np.ceil(centres.max(axis=0)).astype(int) + 1
+    return lo, hi
+
+
+def position_errors(pos0, pos1, true_corner):
+    """``(err0, err1, drift)``: rms position errors (px, global shift removed) before and after, and that shift.
+
+    ``pos0``, ``pos1``: initial and refined positions in the same (given)
+    frame.  A global shift of all positions is not observable; ``drift`` (y, x)
+    px is the one the refinement added (the mean of pos1 - pos0).
+    """
+    d0 = pos0 - true_corner
+    err0 = np.sqrt(np.mean(np.sum((d0 - d0.mean(axis=0)) ** 2, axis=1)))
+    d = pos1 - true_corner
+    drift = d.mean(axis=0) - d0.mean(axis=0)  # a global shift of all positions is not observable
+    d = d - d.mean(axis=0)
+    err1 = np.sqrt(np.mean(np.sum(d**2, axis=1)))
+    return float(err0), float(err1), drift
+
+
+def unshift(phase, drift):
+    """Undo a global (sub-pixel) shift ``drift`` (y, x) px of the object (Fourier shift)."""
+    ky = np.fft.fftfreq(phase.shape[0])[:, None]
+    kx = np.fft.fftfreq(phase.shape[1])[None, :]
+    return np.fft.ifft2(np.fft.fft2(phase) * np.exp(2j * np.pi * (ky * drift[0] + kx * drift[1]))).real
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     here = os.path.dirname(os.path.abspath(__file__))
@@ -76,23 +136,11 @@ def main(argv=None):
     meta, data, nominal, true, gt = load(args.data)
     n_det = data.shape[1]
     dx = meta["dx_recon_A"]
-    margin = 4  # px of canvas before the first probe window
-    # pypty positions: top-left corner of the window; probe centre = corner + n_det//2
-    start = true if args.true_positions else nominal
-    pos0 = start - n_det // 2 + margin
-    true_corner = true - n_det // 2 + margin
-    if pos0.min() < 0:
-        margin += int(np.ceil(-pos0.min()))
-        pos0 = start - n_det // 2 + margin
-        true_corner = true - n_det // 2 + margin
+    pos0, true_corner, margin = geometry(meta, data, nominal, true, args.true_positions)
     thickness = meta["specimen_thickness_A"]
     n_sl = args.slices
     dz = thickness / n_sl if n_sl > 1 else thickness
-    # Probe focus: abTEM's defocus is measured from the entrance plane of the 7.975 Å
-    # cell; our object slices start at the first atomic plane (2.39 Å below).
-    probe = make_probe((n_det, n_det), dx, meta["energy_eV"] / 1e3, meta["semiangle_mrad"],
-                       {"C10": meta["C10_A"] + meta["truth"]["geometry"]["atomic_plane_z_A"][0]},
-                       intensity=float(data.sum(axis=(1, 2)).mean()))
+    probe = initial_probe(meta, data)
     params = dict(
         dataset=data, acc_voltage=meta["energy_eV"] / 1e3, pixel_size_x_A=dx, pixel_size_y_A=dx,
         num_slices=n_sl, slice_distances=np.array([dz]), positions=pos0, probe=probe,
@@ -112,22 +160,12 @@ def main(argv=None):
     res = pypty.iterative.run(params)
     wall = time.perf_counter() - t
     phase = np.angle(res["obj"][..., 0]).sum(axis=2)
-    centres = pos0 + n_det // 2
-    lo = np.floor(centres.min(axis=0)).astype(int)
-    hi = np.ceil(centres.max(axis=0)).astype(int) + 1
+    lo, hi = scan_region(pos0, n_det)
     r, best = score(phase, gt, margin, n_det, lo, hi)
-    d0 = pos0 - true_corner
-    err0 = np.sqrt(np.mean(np.sum((d0 - d0.mean(axis=0)) ** 2, axis=1)))
     pos1 = res["positions"] + res["position_offset"]  # in the frame of pos0
-    d = pos1 - true_corner
-    drift = d.mean(axis=0) - d0.mean(axis=0)  # a global shift of all positions is not observable
-    d -= d.mean(axis=0)
-    err1 = np.sqrt(np.mean(np.sum(d**2, axis=1)))
+    err0, err1, drift = position_errors(pos0, pos1, true_corner)
     # the object moves with that global shift: undo it (sub-pixel Fourier shift) before scoring again
-    ky = np.fft.fftfreq(phase.shape[0])[:, None]
-    kx = np.fft.fftfreq(phase.shape[1])[None, :]
-    back = np.fft.ifft2(np.fft.fft2(phase) * np.exp(2j * np.pi * (ky * drift[0] + kx * drift[1]))).real
-    r_shift, _ = score(back, gt, margin, n_det, lo, hi)
+    r_shift, _ = score(unshift(phase, drift), gt, margin, n_det, lo, hi)
     print(json.dumps(dict(epochs=args.epochs, slices=n_sl, algorithm=args.algorithm, wall_s=round(wall, 1),
                           final_loss=res["loss"][-1], first_loss=res["loss"][0], corr_known_offset=round(float(r), 4),
                           best_corr_offset=[round(float(best[0]), 4), int(best[1]), int(best[2])],

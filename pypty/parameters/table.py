@@ -440,10 +440,10 @@ _TABLE = [
            _custom("a bool or a float sigma >= 0", _sigma_flag), unit="slices", epoch=True,
            extension=True, supported=True),
         _p("kr_filter_radius", 0, "float", "pypty extension: lateral sigmoid low-pass of the object "
-           "phase and/or amplitude, radius as a fraction of Nyquist; 0 = off.", _float(ge=0),
+           "phase and/or amplitude at the start of the epoch, radius as a fraction of Nyquist; 0 = off.", _float(ge=0),
            epoch=True, extension=True, supported=True),
-        _p("kr_filter_width", 0.05, "float", "pypty extension: width of the kr filter's sigmoid "
-           "edge (fraction of Nyquist).", _float(gt=0), extension=True, supported=True),
+        _p("kr_filter_width", 0.05, "float", "pypty extension: width w of the kr filter's sigmoid "
+           "edge 1/(1 + exp(10 (|f| - radius/2) / w)), f in cycles/px.", _float(gt=0), extension=True, supported=True),
         _p("kr_filter_obj_type", "both", "str", "pypty extension: what the kr filter acts on.",
            choices=("phase", "amplitude", "both"), supported=True, extension=True),
         _p("kz_filter_beta", 0, "float", "pypty extension: arctan kz filter of the object (a hand "
