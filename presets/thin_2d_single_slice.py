@@ -24,6 +24,7 @@ from pypty.initialize import pypty_params_from_dataset
 SETTINGS = {
     "algorithm": "ml",                 # Poisson likelihood: low counts per pixel
     "num_slices": 1,
+    "lazy_clean": True,                # one slice: keep the object's full band (docs/regularization.md)
     "epoch_max": 60,
     "update_obj": 1,
     "update_probe": 1,
