@@ -21,7 +21,8 @@ Layout (``format = "pypty-results"``, ``format_version = 1``)::
     /params                 JSON text of the parameters used (epoch-dependent ones as source text)
     /provenance             JSON text: {component: [entry, ...]} (see :mod:`pypty.output.provenance`)
     /timing                 attrs: wall_time_s, epochs, mean_epoch_s
-    /restart/...            exact continuation state: positions_canvas, the L-BFGS history
+    /restart/...            exact continuation state: positions_canvas, given_positions (as given at
+                            the start, for reset_positions), the L-BFGS history
                             (optimizer/pair_NNNN/s|y/<block>) and the cached loss/gradient
 
 Every dataset is written with the HDF5 Fletcher-32 checksum filter, so silent
@@ -88,6 +89,8 @@ def _write_blocks(group, blocks):
 def _write_restart(f, restart):
     g = f.create_group("restart", track_order=True)
     _ds(g, "positions_canvas", restart["positions_canvas"])
+    if restart.get("given_positions") is not None:  # the positions as given at the start (reset_positions)
+        _ds(g, "given_positions", restart["given_positions"])
     opt = restart.get("optimizer")
     if opt is not None:
         og = g.create_group("optimizer", track_order=True)
@@ -183,7 +186,8 @@ def _read_blocks(group):
 def _read_restart(g):
     out = {"positions_canvas": g["positions_canvas"][()], "optimizer": None, "cache": None,
            "blocks": _read_blocks(g["blocks"]) if "blocks" in g else {},
-           "probe_part": str(_attr(g.attrs["probe_part"])) if "probe_part" in g.attrs else ""}
+           "probe_part": str(_attr(g.attrs["probe_part"])) if "probe_part" in g.attrs else "",
+           "given_positions": g["given_positions"][()] if "given_positions" in g else None}
     if "optimizer" in g:
         og = g["optimizer"]
         hl = int(og.attrs["hist_length"])
