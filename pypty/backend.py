@@ -5,6 +5,23 @@ everything else receives a :class:`Backend` and writes ``bk.xp.`` /
 ``bk.fft2`` code against it.  Nothing happens at import time: CuPy is imported
 (and a device probed) only when :func:`get_backend` is called.
 
+CuPy is chosen only when it imports, a CUDA device answers, and a tiny
+elementwise kernel, a reduction and a small FFT actually run on that device
+(:func:`cupy_status`); otherwise NumPy runs, with a one-line warning saying
+why when CuPy is installed but unusable.  ``PYPTY_FORCE_CPU=1`` forces NumPy.
+
+``PYPTY_DEVICE=strict`` (or ``get_backend("strict")``) selects the
+*device-strict* backend of :mod:`pypty.strict_device`: NumPy underneath, but
+its arrays behave like CuPy device arrays (implicit conversions to NumPy,
+NumPy functions and ``scipy`` on them, and host/device mixing raise
+``TypeError``), the CuPy branches of pypty run (``is_gpu`` is True), and
+host<->device transfers and synchronisations are counted per call site
+(``bk.counters``).  ``PYPTY_DEVICE`` sets what ``get_backend()`` (no name)
+returns: ``strict``, ``numpy``/``cpu``, ``cupy``/``gpu``, or ``auto`` (or
+empty, the default: CuPy when usable, else NumPy); an explicit name passed to
+:func:`get_backend` is always honoured.  The test suite's ``bk`` fixture
+follows ``PYPTY_DEVICE=strict`` (tests/conftest.py).
+
 FFT normalisation is "ortho" everywhere in pypty, so ``fft2`` and ``ifft2``
 are unitary and each is the adjoint of the other (this keeps the
 dot-product tests and Wirtinger gradients free of N^2 factors).
@@ -13,31 +30,71 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.fft
 
-__all__ = ["Backend", "get_backend", "cupy_available"]
+__all__ = ["Backend", "get_backend", "cupy_available", "cupy_status", "DEVICE_ENV"]
+
+#: Environment variable selecting the backend of ``get_backend()`` (``strict``: device-strict stand-in).
+DEVICE_ENV = "PYPTY_DEVICE"
+_DEVICE_CHOICES = {"": None, "auto": None, "strict": "strict", "numpy": "numpy", "cpu": "numpy",
+                   "cupy": "cupy", "gpu": "cupy"}
 
 
 @functools.lru_cache(maxsize=1)
-def cupy_available() -> bool:
-    """Return True when CuPy imports and at least one CUDA device answers.
+def cupy_status() -> tuple:
+    """``(usable, reason)``: whether CuPy runs on a CUDA device here, and if not, why (one line).
 
-    The answer is cached (it cannot change within a process); this is the
-    only cached state of the module.  Set the environment variable
-    ``PYPTY_FORCE_CPU=1`` to force the CPU path.
+    Usable means: CuPy imports, at least one CUDA device answers, and a tiny
+    elementwise kernel, a reduction and a small complex FFT run on it and
+    give the right numbers.  The answer is cached (it cannot change within a
+    process).  ``PYPTY_FORCE_CPU=1`` forces ``(False, ...)``.  ``reason`` is
+    ``""`` when usable, and starts with ``"CuPy is not installed"`` when the
+    import fails for that reason (the ordinary CPU install).
     """
     if os.environ.get("PYPTY_FORCE_CPU", "") not in ("", "0"):
-        return False
+        return False, "PYPTY_FORCE_CPU is set"
     try:
-        import cupy  # noqa: F401
+        import cupy
+    except ModuleNotFoundError as exc:
+        if exc.name == "cupy":
+            return False, f"CuPy is not installed ({exc})"
+        return False, f"CuPy does not import ({type(exc).__name__}: {exc})"
+    except Exception as exc:  # a broken install: CUDA libraries missing, version clash, ...
+        return False, f"CuPy does not import ({type(exc).__name__}: {exc})"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+        if n < 1:
+            return False, "CuPy finds no CUDA device"
+        a = cupy.arange(16, dtype=cupy.float32)
+        s = float((a * 2 + 1).sum())  # an elementwise kernel compiled and run, a reduction read back
+        f = cupy.asnumpy(cupy.fft.fft(a.astype(cupy.complex64)))  # cuFFT plan and execution
+        cupy.cuda.Device().synchronize()
+        if s != 256.0 or abs(complex(f[0]) - 120.0) > 1e-3:
+            return False, f"CuPy test kernel/FFT gave wrong results on the device (sum {s}, fft[0] {f[0]})"
+    except Exception as exc:  # driver/toolkit mismatch, no kernel image, cuFFT missing, out of memory, ...
+        msg = " ".join(str(exc).split())[:200]
+        return False, f"CuPy cannot run a test kernel and FFT on the device ({type(exc).__name__}: {msg})"
+    return True, ""
 
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # any import/driver problem means "no GPU"
-        return False
+
+def cupy_available() -> bool:
+    """Return True when CuPy imports, a CUDA device answers and a test kernel and FFT run on it.
+
+    See :func:`cupy_status` (cached).  Set the environment variable
+    ``PYPTY_FORCE_CPU=1`` to force the CPU path.
+    """
+    return cupy_status()[0]
+
+
+@functools.lru_cache(maxsize=1)
+def _notice_cpu_fallback(reason: str) -> None:
+    """One warning per process when CuPy is installed but cannot be used."""
+    warnings.warn(f"pypty: running on the CPU (NumPy): {reason}", RuntimeWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -60,7 +117,22 @@ class Backend:
 
     @property
     def is_gpu(self) -> bool:
-        return self.name == "cupy"
+        """True for CuPy and for the device-strict stand-in (whose arrays behave as device arrays)."""
+        return self.name in ("cupy", "strict")
+
+    @property
+    def counters(self):
+        """Transfer/sync counters of the strict backend (:class:`pypty.strict_device.Counters`), else None."""
+        return getattr(self.xp, "counters", None) if self.name == "strict" else None
+
+    @property
+    def simulated_free_bytes(self):
+        """Free memory (bytes) the strict backend reports for its simulated device; None on NumPy and CuPy."""
+        if self.name != "strict":
+            return None
+        from .strict_device import DEVICE_BYTES
+
+        return DEVICE_BYTES
 
     # --- FFTs over the last two axes, unitary ("ortho") ---------------------
     def fft2(self, a):
@@ -97,28 +169,46 @@ def get_backend(name: str | None = None, workers: int | None = None) -> Backend:
 
     Parameters
     ----------
-    name : {"numpy", "cupy", None}
-        None: CuPy when :func:`cupy_available`, else NumPy.
+    name : {"numpy", "cupy", "strict", None}
+        None: the choice of the environment variable ``PYPTY_DEVICE`` if set,
+        else CuPy when :func:`cupy_available` (a test kernel and FFT ran on
+        the device), else NumPy (with a one-line warning saying why when CuPy
+        is installed but unusable).  "strict": the device-strict stand-in
+        (:mod:`pypty.strict_device`).  An explicit name is always honoured.
     workers : int, optional
         ``scipy.fft`` threads; default ``os.cpu_count()``.
 
     Raises
     ------
     RuntimeError
-        ``name="cupy"`` requested but no usable CUDA device.
+        ``name="cupy"`` requested but no usable CUDA device (the reason is in the message).
     ValueError
-        Unknown ``name``.
+        Unknown ``name`` or ``PYPTY_DEVICE`` value.
     """
     if workers is None:
         workers = os.cpu_count() or 1
+    env = os.environ.get(DEVICE_ENV, "").strip().lower()
+    if env not in _DEVICE_CHOICES:
+        raise ValueError(f"environment variable {DEVICE_ENV}={env!r} is not one of "
+                         f"{sorted(k for k in _DEVICE_CHOICES if k)}")
     if name is None:
-        name = "cupy" if cupy_available() else "numpy"
+        name = _DEVICE_CHOICES[env]
+    if name is None:
+        ok, why = cupy_status()
+        if not ok and not why.startswith(("CuPy is not installed", "PYPTY_FORCE_CPU")):
+            _notice_cpu_fallback(why)
+        name = "cupy" if ok else "numpy"
     if name == "numpy":
         return Backend(np, "numpy", workers)
+    if name == "strict":
+        from . import strict_device
+
+        return Backend(strict_device.xp, "strict", workers)
     if name == "cupy":
-        if not cupy_available():
-            raise RuntimeError("backend 'cupy' requested but CuPy or a CUDA device is not available")
+        ok, why = cupy_status()
+        if not ok:
+            raise RuntimeError(f"backend 'cupy' requested but CuPy cannot be used: {why}")
         import cupy
 
         return Backend(cupy, "cupy", workers)
-    raise ValueError(f"unknown backend {name!r}; expected 'numpy', 'cupy' or None")
+    raise ValueError(f"unknown backend {name!r}; expected 'numpy', 'cupy', 'strict' or None")

@@ -1,16 +1,40 @@
-"""Shared fixtures: backends to test on (NumPy always; CuPy when a GPU is usable)."""
+"""Shared fixtures: backends to test on (NumPy always; CuPy when a GPU is usable).
+
+With ``PYPTY_DEVICE=strict`` in the environment the ``bk`` fixture is the
+device-strict backend of :mod:`pypty.strict_device` instead of NumPy (the
+strict pass of ``tests/test_device_strict.py``), so every test written against
+``bk`` runs the CuPy branches with device-array semantics on the CPU.
+"""
+import os
+
 import numpy as np
 import pytest
 
 from pypty.backend import cupy_available, get_backend
 
-BACKENDS = ["numpy"] + (["cupy"] if cupy_available() else [])
+#: True in the strict pass (``PYPTY_DEVICE=strict``).
+STRICT = os.environ.get("PYPTY_DEVICE", "").strip().lower() == "strict"
+
+BACKENDS = (["strict"] if STRICT else ["numpy"]) + (["cupy"] if cupy_available() else [])
 
 
 @pytest.fixture(params=BACKENDS)
 def bk(request):
     """A pypty Backend; the CuPy variant runs only where a CUDA device exists."""
     return get_backend(request.param)
+
+
+def test_backend():
+    """The backend a test without the ``bk`` fixture should compute on: strict in the strict pass, else NumPy."""
+    return get_backend("strict" if STRICT else "numpy")
+
+
+test_backend.__test__ = False  # not a test
+
+
+def host(a):
+    """``a`` as a NumPy array for host-side checks: ``bk.to_numpy`` (the same object for NumPy arrays)."""
+    return test_backend().to_numpy(a)
 
 
 def rand_complex(rng, shape, scale=1.0):

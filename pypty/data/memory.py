@@ -22,6 +22,18 @@ On the CPU the batch is also capped so that its working set stays below
 :data:`CPU_MAX_BATCH_BYTES`: larger batches do not run faster there but
 slower (measured on the bundled sample, 784 patterns of 64 x 64 px, 2-core
 CPU, 3 epochs: batch 64 2.65 s, 256 2.70 s, 784 3.8 s).
+
+On a GPU the per-pattern estimate (``bytes_per_pattern(..., gpu=True)``)
+also counts the prefetched next batch of data (8 bytes per pixel at most);
+the deterministic object-gradient scatter
+(:func:`pypty.operators.patches.scatter_patches_windows`) needs temporaries
+of one window only (:data:`GPU_SCATTER_BYTES_PER_PX` = 0 per batch pixel).
+
+Where the data live (:func:`host_copy_fits`, :func:`place_data`): the
+preprocessed patterns are held on the host once per run (in memory when they
+take at most :data:`HOST_COPY_FRACTION` of the available host memory, else
+in a temporary file), and on a GPU also in device memory when
+``load_one_by_one=False`` and they fit next to the run's working memory.
 """
 from __future__ import annotations
 
@@ -30,8 +42,9 @@ import os
 
 import numpy as np
 
-__all__ = ["SAFETY", "CPU_MAX_BATCH_BYTES", "bytes_per_pattern", "fixed_bytes", "free_memory_bytes",
-           "auto_compute_batch", "resolve_compute_batch"]
+__all__ = ["SAFETY", "CPU_MAX_BATCH_BYTES", "HOST_COPY_FRACTION", "GPU_SCATTER_BYTES_PER_PX", "bytes_per_pattern",
+           "fixed_bytes", "free_memory_bytes", "host_memory_bytes", "auto_compute_batch", "resolve_compute_batch",
+           "host_copy_fits", "place_data"]
 
 #: Multiplier on the estimated working memory.
 SAFETY = 1.25
@@ -39,14 +52,25 @@ SAFETY = 1.25
 CPU_MAX_BATCH_BYTES = 128 * 2**20
 #: L-BFGS history length assumed when hist_length is infinite.
 _HIST_CAP = 50
+#: Largest share of the available host memory the preprocessed host copy may take (else a temporary file).
+HOST_COPY_FRACTION = 0.5
+#: Extra device bytes per window pixel of a batch on a GPU for the object-gradient scatter (one window at a time).
+GPU_SCATTER_BYTES_PER_PX = 0
 
 
-def bytes_per_pattern(window_yx, n_slices, n_obj_modes, n_probe_modes, complex_dtype=np.complex128):
-    """Estimated working memory (bytes) per pattern of a batch (see module docstring)."""
+def bytes_per_pattern(window_yx, n_slices, n_obj_modes, n_probe_modes, complex_dtype=np.complex128, gpu=False):
+    """Estimated working memory (bytes) per pattern of a batch (see module docstring).
+
+    ``gpu=True`` adds the GPU-only terms: the prefetched next batch (8
+    bytes per pixel at most) and :data:`GPU_SCATTER_BYTES_PER_PX`.
+    """
     y, x = (int(v) for v in window_yx)
     s, mo, mp = int(n_slices), int(n_obj_modes), int(n_probe_modes)
     c = np.dtype(complex_dtype).itemsize
-    return y * x * c * (3 * s * mo * mp + 2 * mo * mp + 2 * s * mo + 4 * mp + 4)
+    per = y * x * c * (3 * s * mo * mp + 2 * mo * mp + 2 * s * mo + 4 * mp + 4)
+    if gpu:
+        per += y * x * (GPU_SCATTER_BYTES_PER_PX + 8)
+    return per
 
 
 def fixed_bytes(canvas_yx, window_yx, n_slices, n_obj_modes, n_probe_modes, n_patterns,
@@ -68,16 +92,50 @@ def free_memory_bytes(bk):
     (``psutil.virtual_memory().available``, else ``os.sysconf``).
     """
     if getattr(bk, "is_gpu", False):
-        import cupy
+        xp = bk.xp  # cupy, or the strict stand-in (which simulates a device)
+        free, _total = xp.cuda.Device().mem_info
+        return int(free) + int(xp.get_default_memory_pool().free_bytes())
+    return host_memory_bytes()
 
-        free, _total = cupy.cuda.Device().mem_info
-        return int(free) + int(cupy.get_default_memory_pool().free_bytes())
+
+def host_memory_bytes():
+    """Available host memory in bytes (``psutil``, else ``os.sysconf``)."""
     try:
         import psutil
 
         return int(psutil.virtual_memory().available)
     except ImportError:  # pragma: no cover - psutil is a dependency
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def host_copy_fits(nbytes, available=None):
+    """True when a preprocessed host copy of ``nbytes`` takes at most :data:`HOST_COPY_FRACTION` of ``available``.
+
+    ``available``: host bytes (None: :func:`host_memory_bytes`).
+    """
+    avail = host_memory_bytes() if available is None else int(available)
+    return int(nbytes) <= HOST_COPY_FRACTION * avail
+
+
+def place_data(bk, data_bytes, load_one_by_one, memory_saturation=1.0, working_bytes=0, free_bytes=None):
+    """Whether the whole preprocessed dataset is held in device memory, and a log line.
+
+    On the CPU: never (the host copy serves the batches).  On a GPU: when
+    ``load_one_by_one`` is False and ``SAFETY (working_bytes + data_bytes)
+    <= memory_saturation * free`` (free: :func:`free_memory_bytes`, or
+    ``free_bytes``); otherwise the batches are streamed from the host copy.
+    """
+    if not getattr(bk, "is_gpu", False):
+        return False, "data: preprocessed once, batches gathered from the host copy"
+    if load_one_by_one:
+        return False, (f"data: streamed from the preprocessed host copy ({data_bytes / 2**20:.1f} MiB), "
+                       f"next batch prefetched (load_one_by_one=True)")
+    free = free_memory_bytes(bk) if free_bytes is None else int(free_bytes)
+    if SAFETY * (float(working_bytes) + float(data_bytes)) <= float(memory_saturation) * free:
+        return True, f"data: {data_bytes / 2**20:.1f} MiB held in device memory"
+    return False, (f"data: {data_bytes / 2**20:.1f} MiB do not fit in device memory next to the "
+                   f"{working_bytes / 2**20:.1f} MiB of the run (free {free / 2**30:.2f} GiB x memory_saturation "
+                   f"{memory_saturation}); streamed from the preprocessed host copy instead")
 
 
 def auto_compute_batch(free_bytes, per_pattern_bytes, fixed, memory_saturation, n_patterns):
@@ -111,7 +169,8 @@ def resolve_compute_batch(p, bk, n_patterns, window_yx, canvas_yx, n_slices, n_o
     cb = p["compute_batch"]
     if cb != "auto":
         return int(cb), f"compute_batch {int(cb)}"
-    per = bytes_per_pattern(window_yx, n_slices, n_obj_modes, n_probe_modes, complex_dtype)
+    per = bytes_per_pattern(window_yx, n_slices, n_obj_modes, n_probe_modes, complex_dtype,
+                            gpu=bool(getattr(bk, "is_gpu", False)))
     hist = p["hist_length"]
     hist = 10 if callable(hist) else hist
     fixed = fixed_bytes(canvas_yx, window_yx, n_slices, n_obj_modes, n_probe_modes, n_patterns, complex_dtype,

@@ -16,16 +16,37 @@ batches.  Preprocessing order, applied per pattern (units: detector px):
 Patterns are stored with zero frequency at pixel (K//2, K//2) (as
 ``fftshift`` puts it); batches are returned in FFT order (zero frequency at
 [0, 0]) to match the model without per-evaluation shifts.
+
+Preprocessing runs once per source (per run): the first request builds a
+preprocessed host copy of all patterns (in memory, or in a temporary file
+when it would take more than :data:`pypty.data.memory.HOST_COPY_FRACTION` of
+the available host memory), and every batch is then a row gather from it.
+``preprocess`` works pattern by pattern, so the copy holds the same bits as
+preprocessing each batch on the fly (as earlier versions did).
+
+:class:`DeviceBatches` is the run's ``get_data``: batches on the compute
+device, from the whole dataset kept there (``load_one_by_one=False`` on a
+GPU, when it fits) or streamed from the host copy through pinned buffers,
+the next batch's copy overlapping the current batch's compute on a second
+CUDA stream (CuPy).
 """
 from __future__ import annotations
 
 import os
+import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.ndimage
 
-__all__ = ["DataError", "Preprocessing", "PatternSource", "SignalSource", "preprocess", "open_measurements"]
+from . import memory as _memory
+
+__all__ = ["DataError", "Preprocessing", "PatternSource", "SignalSource", "preprocess", "open_measurements",
+           "DeviceBatches", "make_get_data"]
+
+#: Bytes of patterns preprocessed at a time when the host copy is built.
+BUILD_CHUNK_BYTES = 2 * 2**20  # small blocks: temporaries stay in cache and are reused (measured faster than 64 MiB)
 
 
 class DataError(ValueError):
@@ -145,13 +166,30 @@ class PatternSource(_Source):
     prep : Preprocessing
     dtype : float dtype for the returned batches
     load_one_by_one : bool
-        True: patterns are read from the file per batch (h5 / memory-mapped
-        npy), never all at once.  False: all patterns are preprocessed once
-        and kept in memory.
+        True: the preprocessed host copy is built at the first request
+        (:meth:`batch`, :meth:`mean_pattern`, ...).  False: it is built now.
+        Either way the patterns are preprocessed once; on a GPU the flag
+        decides whether the whole dataset is also held in device memory
+        (see :func:`make_get_data`).
     scan_size : (int, int) or None
         If given, must satisfy scan_y * scan_x == N.
     check_chunk : int
         Patterns per chunk when scanning the data for NaN/inf/negative values.
+    host_copy : {"auto", "memory", "file"}
+        Where the preprocessed copy lives: "auto" keeps it in memory when it
+        takes at most :data:`pypty.data.memory.HOST_COPY_FRACTION` of the
+        available host memory, else in a temporary ``.npy`` file (unlinked at
+        once, memory-mapped; its disk space is freed with the source).
+    tmp_dir : str or None
+        Folder of that file (None: the system's temporary folder).
+
+    Attributes
+    ----------
+    preprocessed_rows : int
+        Patterns passed through :func:`preprocess` so far (N once the copy
+        is built, plus the one pattern that sizes the output at construction).
+    copy_location : str or None
+        "memory" or "file" once the copy is built.
 
     Raises
     ------
@@ -161,9 +199,15 @@ class PatternSource(_Source):
     """
 
     def __init__(self, data_path="", dataset=None, prep=Preprocessing(), dtype=np.float64,
-                 load_one_by_one=True, scan_size=None, check_chunk=256):
+                 load_one_by_one=True, scan_size=None, check_chunk=256, host_copy="auto", tmp_dir=None):
+        if host_copy not in ("auto", "memory", "file"):
+            raise ValueError(f"host_copy must be 'auto', 'memory' or 'file', got {host_copy!r}")
         self.prep = prep
         self.dtype = np.dtype(dtype)
+        self._host_copy = host_copy
+        self._tmp_dir = tmp_dir
+        self.preprocessed_rows = 0
+        self.copy_location = None
         if dataset is not None:
             raw = np.asarray(dataset)
             self.origin = "array"
@@ -202,10 +246,11 @@ class PatternSource(_Source):
         self.raw = raw
         self._check_values(check_chunk)
         sample = preprocess(np.asarray(raw[0:1]), prep, self.dtype)
+        self.preprocessed_rows += 1
         self.pattern_shape = tuple(sample.shape[1:])
         self._memory = None
         if not load_one_by_one:
-            self._memory = self._read(np.arange(self.n))
+            self._build_copy()
         self._mean_total = None
 
     def _raw_rows(self, idx):
@@ -240,16 +285,63 @@ class PatternSource(_Source):
 
     # ------------------------------------------------------------------ access
     def _read(self, idx):
-        return np.fft.ifftshift(preprocess(self._raw_rows(idx), self.prep, self.dtype), axes=(1, 2))
+        """Preprocess the raw patterns ``idx`` now (FFT order); the per-batch path of earlier versions."""
+        return self._prep_rows(self._raw_rows(idx))
+
+    def _prep_rows(self, rows):
+        self.preprocessed_rows += len(rows)
+        return np.fft.ifftshift(preprocess(rows, self.prep, self.dtype), axes=(1, 2))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the preprocessed dataset (N x Y x X x itemsize)."""
+        return int(self.n * int(np.prod(self.pattern_shape)) * self.dtype.itemsize)
+
+    def _build_copy(self):
+        """Preprocess all patterns once, chunk by chunk, into the host copy."""
+        shape = (self.n,) + tuple(self.pattern_shape)
+        where = self._host_copy
+        if where == "auto":
+            where = "memory" if _memory.host_copy_fits(self.nbytes) else "file"
+        if where == "memory":
+            out = np.empty(shape, dtype=self.dtype)
+        else:
+            fd, path = tempfile.mkstemp(prefix="pypty-preprocessed-", suffix=".npy", dir=self._tmp_dir)
+            os.close(fd)
+            try:
+                out = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=shape)
+            finally:
+                try:  # the mapping keeps the data; the name is not needed (nothing left behind on a crash)
+                    os.unlink(path)
+                except OSError:  # pragma: no cover - platforms that cannot unlink an open file
+                    pass
+        raw_bytes = int(np.prod(self.raw.shape[1:])) * 8 + int(np.prod(self.pattern_shape)) * 8
+        rows = max(1, BUILD_CHUNK_BYTES // max(raw_bytes, 1))
+        for start in range(0, self.n, rows):
+            stop = min(start + rows, self.n)
+            out[start:stop] = self._prep_rows(np.asarray(self.raw[start:stop]))
+        if isinstance(out, np.memmap):
+            out.flush()
+        self._memory = out
+        self.copy_location = where
+
+    def preprocessed(self) -> np.ndarray:
+        """The preprocessed host copy (N, Y, X), FFT order, built at the first call; do not modify."""
+        if self._memory is None:
+            self._build_copy()
+        return self._memory
 
     def batch(self, idx):
         """Preprocessed patterns for scan indices ``idx``, FFT order.
 
-        Returns ndarray, ``dtype``, shape (len(idx), Y, X).
+        Returns ndarray, ``dtype``, shape (len(idx), Y, X) (a new array).
         """
-        if self._memory is not None:
-            return self._memory[np.asarray(idx)]
-        return self._read(idx)
+        return self.preprocessed()[np.asarray(idx)]
+
+    def batch_into(self, idx, out):
+        """Write :meth:`batch` ``(idx)`` into ``out`` (a host array of that shape and dtype, e.g. pinned)."""
+        np.take(self.preprocessed(), np.asarray(idx), axis=0, out=out)
+        return out
 
     def mean_total_counts(self, idx=None, chunk=256):
         """Mean over patterns of the total (preprocessed) counts per pattern."""
@@ -310,3 +402,201 @@ class SignalSource(_Source):
     def batch(self, idx):
         """Signals (len(idx), M) for measurement indices ``idx``."""
         return self.signals[np.asarray(idx)]
+
+    def preprocessed(self) -> np.ndarray:
+        """All signals (N, M) (held in memory from the start); do not modify."""
+        return self.signals
+
+    def batch_into(self, idx, out):
+        """Write :meth:`batch` ``(idx)`` into ``out``."""
+        np.take(self.signals, np.asarray(idx), axis=0, out=out)
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the signals."""
+        return int(self.signals.nbytes)
+
+
+# ============================================================================ device side
+class DeviceBatches:
+    """``get_data(idx)`` of a run: preprocessed batches of a source on the compute device.
+
+    Parameters
+    ----------
+    bk : pypty.backend.Backend
+    source : PatternSource or SignalSource
+    keep_on_device : bool
+        GPU only: hold the whole preprocessed dataset in device memory (one
+        transfer per run) and gather batches there.  Ignored on the CPU,
+        where the host copy is the device copy.
+    prefetch : bool
+        GPU streaming only: copy the batch expected next on a second CUDA
+        stream while the current one is computed (see below).
+
+    Calling it with an int index array (NumPy, B) returns a device array
+    (B, Y, X) (or (B, M) signals), a new array each time (the caller may
+    keep or modify it).
+
+    Paths
+    -----
+    * NumPy backend: a row gather from the source's host copy.
+    * CuPy, ``keep_on_device``: a row gather on the device; the device copy
+      of each distinct index array is kept (at most :attr:`MAX_CACHED`), so
+      index arrays cross to the device once per run, not once per batch.
+    * CuPy, streaming (``load_one_by_one=True``): the rows are gathered on
+      the host into one of two pinned (page-locked) staging buffers and
+      copied asynchronously.  The order of the requests is learned: after
+      serving batch ``a``, the batch that followed ``a`` the last time is
+      gathered and its copy started on a second stream; the next request,
+      if it is that batch, only makes the compute stream wait for the copy.
+      The copy waits for the work queued on the compute stream when it is
+      started (so that a device block the memory pool hands out again is no
+      longer read), i.e. it overlaps the rest of the current batch (its
+      backward pass and the next forward pass), not its forward pass.  A
+      wrong guess costs one synchronous copy; the values served are the
+      same either way.
+    """
+
+    #: Most remembered index arrays (device copies, successor table).
+    MAX_CACHED = 4096
+
+    def __init__(self, bk, source, keep_on_device=False, prefetch=True):
+        self.bk = bk
+        self.source = source
+        self.on_device = bool(keep_on_device) and bool(getattr(bk, "is_gpu", False))
+        self.prefetch = bool(prefetch)
+        self.transfers = 0  # host -> device copies of batches (streaming path), for tests and logs
+        self.prefetch_hits = 0
+        self._dev = None
+        self._dev_idx = OrderedDict()
+        self._next = OrderedDict()  # key of a batch -> index array of the batch requested after it
+        self._last_key = None
+        self._pending = None  # (key, device array, event) of a prefetched batch
+        self._stage = [None, None]  # pinned staging buffers (CuPy)
+        self._stage_event = [None, None]
+        self._slot = 0
+        self._stream = None
+        if self.on_device:
+            self._dev = bk.asarray(source.preprocessed())
+
+    @property
+    def device_bytes(self) -> int:
+        """Bytes of the dataset held on the device (0 when streaming)."""
+        return int(self.source.nbytes) if self.on_device else 0
+
+    def __call__(self, idx):
+        idx = np.asarray(idx)
+        if not getattr(self.bk, "is_gpu", False):
+            return self.bk.asarray(self.source.batch(idx))
+        if self.on_device:
+            return self.bk.xp.take(self._dev, self._device_index(idx), axis=0)
+        if self.bk.name != "cupy":  # a device stand-in (strict mode): a plain upload, no pinned memory or streams
+            return self.bk.asarray(self.source.batch(idx))
+        return self._stream_batch(idx)
+
+    def _remember(self, table, key, value):
+        table[key] = value
+        table.move_to_end(key)
+        while len(table) > self.MAX_CACHED:
+            table.popitem(last=False)
+
+    def _device_index(self, idx):
+        key = idx.astype(np.int64, copy=False).tobytes()
+        dev = self._dev_idx.get(key)
+        if dev is None:
+            dev = self.bk.asarray(idx.astype(np.int64, copy=False))
+            self._remember(self._dev_idx, key, dev)
+        else:
+            self._dev_idx.move_to_end(key)
+        return dev
+
+    # ---------------------------------------------------------------- CuPy only (not run without a GPU)
+    def _stream_batch(self, idx):  # pragma: no cover - needs CuPy and a device
+        import cupy
+
+        main = cupy.cuda.get_current_stream()
+        key = idx.astype(np.int64, copy=False).tobytes()
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] == key:
+            out = pending[1]
+            main.wait_event(pending[2])
+            self.prefetch_hits += 1
+        else:
+            if pending is not None:  # a wrong guess: its block goes back to the pool only after its copy
+                main.wait_event(pending[2])
+            out, _ = self._transfer(idx, main, side=None)
+        if self._last_key is not None:
+            self._remember(self._next, self._last_key, idx.copy())
+        self._last_key = key
+        nxt = self._next.get(key) if self.prefetch else None
+        if nxt is not None:
+            if self._stream is None:
+                self._stream = cupy.cuda.Stream(non_blocking=True)
+            dev, ev = self._transfer(nxt, main, side=self._stream)
+            self._pending = (nxt.tobytes(), dev, ev)
+        return out
+
+    def _transfer(self, idx, main, side):  # pragma: no cover - needs CuPy and a device
+        """Gather rows into a pinned buffer and copy them to a new device array on ``side`` (None: ``main``)."""
+        import cupy
+        import cupyx
+
+        shape = (len(idx),) + tuple(self.source.preprocessed().shape[1:])
+        dtype = self.source.preprocessed().dtype
+        slot = self._slot
+        self._slot ^= 1
+        ev = self._stage_event[slot]
+        if ev is not None:
+            ev.synchronize()  # the buffer's previous copy has finished reading it
+        size = int(np.prod(shape))
+        buf = self._stage[slot]
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = cupyx.empty_pinned((size,), dtype=dtype)
+            self._stage[slot] = buf
+        host = buf[:size].reshape(shape)
+        self.source.batch_into(idx, host)
+        dev = cupy.empty(shape, dtype=dtype)  # allocated in the compute stream's order
+        if side is None:
+            dev.set(host, stream=main)
+            ev = main.record()
+        else:
+            side.wait_event(main.record())  # the block may still be read by queued compute-stream work
+            dev.set(host, stream=side)
+            ev = side.record()
+        self._stage_event[slot] = ev
+        self.transfers += 1
+        return dev, ev
+
+
+def make_get_data(bk, source, load_one_by_one, memory_saturation=1.0, working_bytes=0, free_bytes=None,
+                  prefetch=True):
+    """The run's ``get_data`` and a log line: a :class:`DeviceBatches` placed by :func:`pypty.data.memory.place_data`.
+
+    Parameters
+    ----------
+    bk : Backend
+    source : PatternSource or SignalSource
+    load_one_by_one : bool
+        False asks for the whole dataset in device memory (GPU); it is
+        streamed instead when it does not fit next to ``working_bytes``.
+    memory_saturation : float in (0, 1]
+    working_bytes : int
+        Device memory the run needs besides the data (parameters, history,
+        one batch's working set), e.g. from :mod:`pypty.data.memory`.
+    free_bytes : int or None
+        Free device memory (None: measured).
+    prefetch : bool
+        See :class:`DeviceBatches`.
+
+    Returns
+    -------
+    (DeviceBatches, str)
+
+    Drop-in for the two-branch ``get_data`` of :func:`pypty.model.setup.build_setup`::
+
+        get_data, why = make_get_data(bk, source, p["load_one_by_one"], p["memory_saturation"])
+    """
+    on_device, why = _memory.place_data(bk, source.nbytes, load_one_by_one, memory_saturation, working_bytes,
+                                        free_bytes)
+    return DeviceBatches(bk, source, keep_on_device=on_device, prefetch=prefetch), why

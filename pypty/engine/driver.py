@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .. import __version__
 from ..backend import get_backend
+from ..device_hints import gpu_dtype_notice
 from ..constraints import build_constraints
 from ..model.setup import build_setup
 from ..optim import norm
@@ -87,6 +89,9 @@ def reconstruct(p: dict, terms=None, constraints=None) -> dict:
     if restart:
         check_consistency(p)  # the saved arrays replaced validated ones
     bk = get_backend()
+    notice = gpu_dtype_notice(bk, p["default_dtype"])
+    if notice:
+        warnings.warn("pypty: " + notice, RuntimeWarning, stacklevel=3)
     pf = int(p["print_flag"])
     say = (lambda m: tqdm.write(m)) if pf >= 2 else None
     st = build_setup(p, bk, log=say, keep_canvas=restart)

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ..constraints import HISTORY_RULES, Context
+from ..device_hints import device_memory_use, should_free_pool
 from ..model.canvas import ensure_margin, pad_canvas, windows_outside
 from ..model.refinables import arrays_to_user
 from ..model.reparam import REPARAMS
@@ -290,8 +291,10 @@ class Reconstruction:
             self._accept(res.x, fun)
         parts = fun.parts_at(res.g) or parts0 or {"loss_data": res.f}
         self.cache = (key, res.f, res.g, parts)
-        if s.smart_memory:
-            self.bk.free_memory_pool()
+        if s.smart_memory and self.bk.is_gpu:  # free cached device blocks only under memory pressure
+            use = device_memory_use(self.bk)
+            if use is not None and should_free_pool(*use):
+                self.bk.free_memory_pool()
         msg = "; ".join(edits + ([res.message] if res.message else []))
         return StepReport(s, res.f, parts, res.step, res.accepted, res.n_evals, msg, res.g, res.history_size)
 

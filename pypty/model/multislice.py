@@ -170,7 +170,10 @@ class MultisliceModel:
             _kyx_A=(xp.asarray(np.fft.fftfreq(win[0], d=self.pixel_size_yx_A[0])[:, None], dtype=rdt),
                     xp.asarray(np.fft.fftfreq(win[1], d=self.pixel_size_yx_A[1])[None, :], dtype=rdt)),
             _ryx_A=(xp.asarray(ry, dtype=rdt), xp.asarray(rx, dtype=rdt)),
-            _kernels=kernels, _basis=basis, _nf=nf, _blur=blur, _cdt=cdt, _rdt=rdt)
+            _kernels=kernels, _basis=basis, _nf=nf, _blur=blur, _cdt=cdt, _rdt=rdt,
+            # markers on the device once: a batch gathers them there (no host->device copy per batch)
+            _pm_dev=None if self.probe_marker is None else xp.asarray(np.asarray(self.probe_marker)),
+            _am_dev=None if self.aberration_marker is None else xp.asarray(np.asarray(self.aberration_marker)))
         for name, value in derived.items():  # derived once; the model is immutable afterwards
             object.__setattr__(self, name, value)
 
@@ -187,13 +190,13 @@ class MultisliceModel:
         t = tilts[:, a:b]
         return t[bidx_dev] if t.shape[0] > 1 else self.bk.xp.broadcast_to(t, (bidx_dev.shape[0], 2))
 
-    def _ctf(self, arrays, bidx):
+    def _ctf(self, arrays, bidx, bidx_dev):
         """Per-pattern factor C_n (B, Y, X) or None."""
         xp = self.bk.xp
         c = None
         ab = arrays.get("aberrations_array")
         if self._basis is not None and ab is not None:
-            rows = ab[xp.asarray(self.aberration_marker[bidx])] if self.aberration_marker is not None \
+            rows = ab[self._am_dev[bidx_dev]] if self._am_dev is not None \
                 else xp.broadcast_to(ab[0], (len(bidx), ab.shape[1]))
             c = ops.aberration_ctf(xp, rows, self._basis, self._cdt)
         if self.phase_plates is not None:
@@ -201,11 +204,10 @@ class MultisliceModel:
             c = plate if c is None else c * plate
         return c
 
-    def _probe_spectra(self, probe_hat, arrays, bidx):
+    def _probe_spectra(self, probe_hat, arrays, bidx, bidx_dev):
         """P_n (B or 1, Mp, Y, X) and the CTF used (or None)."""
-        xp = self.bk.xp
-        pn = probe_hat[xp.asarray(self.probe_marker[bidx])] if self.probe_marker is not None else probe_hat[0][None]
-        c = self._ctf(arrays, bidx)
+        pn = probe_hat[self._pm_dev[bidx_dev]] if self._pm_dev is not None else probe_hat[0][None]
+        c = self._ctf(arrays, bidx, bidx_dev)
         if c is not None:
             pn = ops.modulate(pn, c)
         return pn, c
@@ -216,18 +218,34 @@ class MultisliceModel:
         return {w: ops.transmission_power(self.bk.xp, obj, w) for w in weights}
 
     # ------------------------------------------------------------------ forward
-    def _forward(self, arrays, probe_hat, bidx, subpixel, keep):
-        """Forward pass of one batch; returns (measured-quantity model, cache for the backward pass)."""
+    def _batches(self, batches):
+        """The batches as NumPy index arrays and their device copies, made with one host->device copy in all."""
+        host = [np.asarray(b) for b in batches]
+        if not host:
+            return host, []
+        flat = self.bk.xp.asarray(np.concatenate(host))
+        dev, start = [], 0
+        for b in host:
+            dev.append(flat[start:start + len(b)])
+            start += len(b)
+        return host, dev
+
+    def _forward(self, arrays, probe_hat, bidx, subpixel, keep, bidx_dev=None):
+        """Forward pass of one batch; returns (measured-quantity model, cache for the backward pass).
+
+        ``bidx``: NumPy indices of the batch; ``bidx_dev``: the same on the device (None: copied here).
+        """
         bk, xp = self.bk, self.bk.xp
         canvas = arrays["obj"].shape[-2:]
-        bidx_dev = xp.asarray(bidx)
+        if bidx_dev is None:
+            bidx_dev = xp.asarray(bidx)
         tilts = arrays.get("tilts")
         corners, frac = ops.split_positions(xp, arrays["positions"][bidx_dev], self.window_yx, canvas, subpixel)
         idx = ops.patch_indices(xp, corners, self.window_yx, canvas)
         # one gather per distinct transmission exponent (only 1 except for yoshida): (S, B, Mo, Y, X)
         patches = {w: ops.extract_patches(xp, o, idx) for w, o in arrays["_powered"].items()}
         ramp = ops.shift_ramp(xp, self._kyx_px, frac, self._cdt)  # (B, Y, X)
-        pn, ctf = self._probe_spectra(probe_hat, arrays, bidx)
+        pn, ctf = self._probe_spectra(probe_hat, arrays, bidx, bidx_dev)
         psi = ops.shift_probe(bk, pn, ramp)  # (B, Mp, Y, X)
         t_before, t_inside, t_after = (self._tilt(tilts, bidx_dev, k) for k in ("before", "inside", "after"))
         e_before = e_after = None
@@ -317,9 +335,8 @@ class MultisliceModel:
         probe_hat = self.bk.fft2(arrays["probe"])
         arrays = dict(arrays, _powered=self._powered(arrays["obj"]))
         acc, n = None, 0
-        for bidx in batches:
-            bidx = np.asarray(bidx)
-            model = self._forward(arrays, probe_hat, bidx, subpixel, keep=False)[0]
+        for bidx, bidx_dev in zip(*self._batches(batches)):
+            model = self._forward(arrays, probe_hat, bidx, subpixel, keep=False, bidx_dev=bidx_dev)[0]
             part = xp.sum(model, axis=0, dtype=xp.float64)
             acc = part if acc is None else acc + part
             n += len(bidx)
@@ -380,9 +397,8 @@ class MultisliceModel:
                 g[name] = xp.zeros(arrays[name].shape, dtype=xp.float64)
         total = xp.zeros((), dtype=xp.float64)
         keep = bool(need & {"obj", "tilts"})
-        for bidx in batches:
-            bidx = np.asarray(bidx)
-            model, c = self._forward(arrays, probe_hat, bidx, subpixel, keep)
+        for bidx, bidx_dev in zip(*self._batches(batches)):
+            model, c = self._forward(arrays, probe_hat, bidx, subpixel, keep, bidx_dev)
             val, dl = data_loss(self.loss_name, xp, model, get_data(bidx), self.eps, self.compressed)
             total += val
             if need:

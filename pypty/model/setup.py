@@ -20,7 +20,8 @@ import numpy as np
 from .. import operators as ops
 from ..backend import Backend
 from ..data import PatternSource, Preprocessing, SignalSource
-from ..data.memory import resolve_compute_batch
+from ..data.memory import bytes_per_pattern, fixed_bytes, resolve_compute_batch
+from ..data.sources import make_get_data
 from ..initialize.probe import probe_from_parameters
 from ..operators.optics import electron_wavelength_A
 from ..parameters import parameter_error as _err
@@ -139,7 +140,6 @@ def _detector_shape(p, source, compressed):
 
 
 def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
-    xp = bk.xp
     n = source.n
     detector = _detector_shape(p, source, compressed)
     up = int(p["upsample_pattern"])
@@ -232,13 +232,17 @@ def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
         else 0
     n_probe_modes = probe_int.shape[1] * (2 if probe_int.shape[0] > 1 else 1)  # per-pattern spectra with markers
     batch, why = resolve_compute_batch(p, bk, n, win, (ny, nx), n_slices * (3 if p["propmethod"] == "yoshida" else 1),
-                                       obj_int.shape[1], n_probe_modes, cdt, on_device)  # "auto": pypty/data/memory.py
+                                       obj_int.shape[1], n_probe_modes, cdt, on_device,  # "auto": pypty/data/memory.py
+                                       free_bytes=bk.simulated_free_bytes)  # None except on the strict stand-in
     say(why)
-    if bk.is_gpu and not p["load_one_by_one"]:
-        dev = bk.asarray(source.batch(np.arange(n)))
-        get_data = lambda idx: dev[xp.asarray(idx)]  # noqa: E731
-    else:
-        get_data = lambda idx: bk.asarray(source.batch(idx))  # noqa: E731
+    # patterns preprocessed once per run; on a GPU kept in device memory when they fit (pypty/data/sources.py)
+    s_eff = n_slices * (3 if p["propmethod"] == "yoshida" else 1)
+    working = (bytes_per_pattern(win, s_eff, obj_int.shape[1], n_probe_modes, cdt, gpu=bk.is_gpu) * batch
+               + fixed_bytes((ny, nx), win, s_eff, obj_int.shape[1], n_probe_modes, n, cdt))
+    get_data, why = make_get_data(bk, source, p["load_one_by_one"], float(p["memory_saturation"]), working,
+                                  free_bytes=bk.simulated_free_bytes)
+    if bk.is_gpu:
+        say(why)
     say(f"{n} measurements, detector {detector[0]} x {detector[1]} px, probe window {win[0]} x {win[1]} px, "
         f"object {ny} x {nx} px x {n_slices} slices x {obj_int.shape[1]} modes, probe modes "
         f"{probe_int.shape[1]} x {probe_int.shape[0]} subscans, {p['propmethod']}, {cdt}, backend {bk.name}"

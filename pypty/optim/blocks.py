@@ -29,8 +29,12 @@ def array_module(a):
     -------
     module
         ``cupy.get_array_module(a)`` if CuPy has already been imported by
-        someone else, otherwise ``numpy``.
+        someone else, otherwise ``numpy``; the namespace of the device-strict
+        backend for its arrays (:mod:`pypty.strict_device`).
     """
+    strict = getattr(a, "_pypty_xp", None)
+    if strict is not None:
+        return strict
     cupy = sys.modules.get("cupy")
     return cupy.get_array_module(a) if cupy is not None else numpy
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import pypty.iterative
-from pypty.backend import get_backend
+from conftest import host, test_backend
 from pypty.constraints import build_constraints
 from pypty.engine.session import Reconstruction
 from pypty.model.setup import build_setup
@@ -39,7 +39,7 @@ def _rec(small, **kw):
     """A Reconstruction with the loss terms and constraints of the (validated) parameters."""
     pos, probe, data = small
     p = validate(base_params(data, kw.pop("positions", pos), kw.pop("probe", probe), **kw))
-    bk = get_backend("numpy")
+    bk = test_backend()
     return Reconstruction(p, build_setup(p, bk), build_terms(p, bk), build_constraints(p, bk))
 
 
@@ -132,31 +132,31 @@ def test_class_d_constraint_resets_history_and_evaluates_the_edited_point(small,
     # the edited arrays are new arrays, and the arrays of the previous epoch were not modified in place
     changed = [k for k in before[AT] if log[AT]["base"][k] is not before[AT][k]]
     assert changed and all(not np.shares_memory(log[AT]["base"][k], before[AT][k]) for k in changed)
-    assert all(np.array_equal(before[AT][k], copies[AT][k]) for k in before[AT])
+    assert all(np.array_equal(host(before[AT][k]), host(copies[AT][k])) for k in before[AT])
 
 
 def test_restart_from_vacuum_first_evaluation_is_the_vacuum_loss(small):
     r, _, log, before, _ = _class_d_runs(small, "restart_from_vacuum")[True]
     entry, prev = log[AT], before[AT]
     base = entry["base"]
-    assert np.all(base["obj"] == 1) and base["obj"].dtype == prev["obj"].dtype
+    assert np.all(host(base["obj"]) == 1) and base["obj"].dtype == prev["obj"].dtype
     assert base["probe"] is prev["probe"] and base["positions"] is prev["positions"]  # untouched
     s = r.settings(AT)
-    vacuum = dict(prev, obj=np.ones_like(prev["obj"]))
+    vacuum = dict(prev, obj=r.bk.xp.ones_like(prev["obj"]))
     data, _ = r.setup.model.loss_and_grad(vacuum, s.batches(r.setup.compute_batch), r.setup.get_data)
     first = entry["calls"][0][1]
     assert first == pytest.approx(s.loss_weight * data, rel=1e-13)
     # the object had moved away from vacuum before the reset (the reset did something)
-    assert np.abs(prev["obj"] - 1).max() > 1e-3
+    assert np.abs(host(prev["obj"]) - 1).max() > 1e-3
 
 
 def test_reset_positions_restores_the_given_positions(small):
     r, _, log, before, _ = _class_d_runs(small, "reset_positions")[True]
     given = small[0] + _JITTER
     np.testing.assert_allclose(r.given_positions, given, rtol=0, atol=1e-12)
-    moved = before[AT]["positions"] + r.position_offset
+    moved = host(before[AT]["positions"]) + r.position_offset
     assert np.abs(moved - given).max() > 1e-3  # refined away from the given positions in epochs 0-2
-    start = log[AT]["x"]["positions"]  # the positions at the first evaluation of the reset epoch
+    start = host(log[AT]["x"]["positions"])  # the positions at the first evaluation of the reset epoch
     assert np.abs(start + r.position_offset - given).max() <= 1e-12
     # object and probe untouched
     assert log[AT]["base"]["obj"] is before[AT]["obj"] and log[AT]["base"]["probe"] is before[AT]["probe"]
@@ -393,7 +393,7 @@ def test_fix_probe_intensity_keeps_the_probe_intensity_end_to_end(small):
     seen = []
     for e in range(5):
         r.step(e)
-        seen.append(counts(r.arrays["probe"]))
+        seen.append(counts(host(r.arrays["probe"])))
     assert abs(seen[0] / counts(start) - 1) > 1e-3
     np.testing.assert_allclose(seen[2:], seen[1], rtol=1e-12)
 

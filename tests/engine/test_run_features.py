@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import pypty.iterative
-from pypty.backend import get_backend
+from conftest import host, test_backend
 from pypty.engine.session import Reconstruction
 from pypty.parameters import PyptyParameterError, validate
 from pypty.model.setup import build_setup
@@ -23,7 +23,7 @@ def small():
 
 def _run_state(params):
     p = validate(params)
-    st = build_setup(p, get_backend("numpy"))
+    st = build_setup(p, test_backend())
     return Reconstruction(p, st)
 
 
@@ -44,11 +44,12 @@ def test_reparametrised_block_gradients_match_central_differences(small, block, 
     f0, g = fun(x)
     rng = np.random.default_rng(1)
     d = rng.standard_normal(x[block].shape)
-    h = 1e-6 * max(1.0, float(np.abs(x[block]).max()))
-    fp = fun(dict(x, **{block: x[block] + h * d}))[0]
-    fm = fun(dict(x, **{block: x[block] - h * d}))[0]
+    h = 1e-6 * max(1.0, float(np.abs(host(x[block])).max()))
+    dd = r.bk.asarray(d)
+    fp = fun(dict(x, **{block: x[block] + h * dd}))[0]
+    fm = fun(dict(x, **{block: x[block] - h * dd}))[0]
     num = (fp - fm) / (2 * h)
-    ana = float(np.sum(g[block] * d))
+    ana = float(np.sum(host(g[block]) * d))
     assert abs(num) > 1e-8
     assert np.isclose(ana, num, rtol=1e-5), (ana, num)
 
@@ -160,17 +161,17 @@ def test_dynamic_resize_pads_object_and_keeps_history(small):
     assert hist >= 1
     old = r.arrays["obj"].copy()
     canvas = r.canvas_yx
-    r.arrays["positions"] = r.arrays["positions"] - np.array([6.0, 0.0])  # windows 4 px above the canvas
+    r.arrays["positions"] = r.arrays["positions"] - r.bk.asarray(np.array([6.0, 0.0]))  # windows 4 px above the canvas
     loss = r.step(2).loss
     new = r.arrays["obj"]
     assert new.shape[-2] > canvas[0] and r.canvas_yx == new.shape[-2:]
     assert r.resize_log and "history kept" in r.resize_log[0]
     assert r.opt.history_size >= hist  # not reset by the resize
-    assert r.arrays["positions"].min() >= 0 and np.isfinite(loss)
+    assert host(r.arrays["positions"]).min() >= 0 and np.isfinite(loss)
     assert np.array_equal(r.position_offset[0] < 0, True)
     shift = -int(r.position_offset[0])
-    np.testing.assert_allclose(np.abs(new[..., shift:shift + canvas[0], :canvas[1]]).mean(),
-                               np.abs(old).mean(), rtol=0.05)
+    np.testing.assert_allclose(np.abs(host(new)[..., shift:shift + canvas[0], :canvas[1]]).mean(),
+                               np.abs(host(old)).mean(), rtol=0.05)
 
 
 def test_bad_combinations_name_the_parameter(small, tmp_path):
@@ -227,9 +228,9 @@ def test_keep_canvas_does_not_crop_a_restarted_object(small):
     seq = [5, 6, 9, 10]
     moved = pos + 1.3  # the sequence now starts 1.3 px inside the canvas of `obj`
     p = validate(base_params(data, moved, probe, obj=obj, sequence=seq, use_full_FOV=False))
-    cropped = build_setup(p, get_backend("numpy"))
-    kept = build_setup(p, get_backend("numpy"), keep_canvas=True)
+    cropped = build_setup(p, test_backend())
+    kept = build_setup(p, test_backend(), keep_canvas=True)
     cropped.close(), kept.close()
     assert cropped.canvas_yx != obj.shape[:2]
     assert kept.canvas_yx == obj.shape[:2]
-    np.testing.assert_allclose(kept.arrays["positions"], moved)
+    np.testing.assert_allclose(host(kept.arrays["positions"]), moved)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pypty.backend import get_backend
+from conftest import test_backend
 from pypty.model.refinables import ARRAY_NAMES, BY_NAME, REFINABLES, arrays_to_user, checkpoint_name, component_name
 from pypty.model.reparam import REPARAMS, block_reparam
 from pypty.model.setup import build_setup
@@ -49,7 +49,7 @@ def test_user_layout_round_trip():
     kw = dict(obj=obj, tilts=tilts, tilt_mode=4, beam_current=np.linspace(0.9, 1.1, n), static_background=bg,
               aberrations_array=np.array([[1.0, 2.0, 3.0]]))
     p = validate(base_params(data, pos, probe, **kw))
-    st = build_setup(p, get_backend("numpy"))
+    st = build_setup(p, test_backend())
     user = arrays_to_user(st.arrays, st.bk.to_numpy, st.probe_4d)
     assert list(user) == [r.name for r in REFINABLES]  # every array is in the model here, in registry order
     for name in ("obj", "tilts", "beam_current", "static_background", "aberrations_array"):

@@ -9,7 +9,7 @@ fourth-order ``yoshida`` closer still.
 import numpy as np
 import pytest
 
-from pypty.backend import get_backend
+from conftest import test_backend
 from pypty.model import MultisliceModel
 from pypty.operators.optics import electron_wavelength_A
 from pypty.probe import make_probe
@@ -20,12 +20,13 @@ W, PIX, KV, S, DZ = 64, 0.2, 200.0, 2, 20.0
 
 
 def _pattern(obj_syx, probe, method, m):
-    bk = get_backend("numpy")
+    bk = test_backend()
     sub = np.concatenate([np.repeat(np.exp(np.log(o) / m)[None], m, axis=0) for o in obj_syx])
     model = MultisliceModel(bk, (W, W), (PIX, PIX), electron_wavelength_A(KV), (DZ / m,) * (S * m),
                             np.complex128, propmethod=method, cutoff=10.0)
-    arrays = {"obj": sub[:, None], "probe": np.transpose(probe, (2, 0, 1))[None], "positions": np.zeros((1, 2))}
-    return model.predict(arrays, [0])[0]
+    arrays = {"obj": bk.asarray(sub[:, None]), "probe": bk.asarray(np.transpose(probe, (2, 0, 1))[None]),
+              "positions": bk.asarray(np.zeros((1, 2)))}
+    return bk.to_numpy(model.predict(arrays, [0])[0])
 
 
 @pytest.fixture(scope="module")
