@@ -113,7 +113,12 @@ class ParamsConstraint:
         return cls(p, bk) if may_be_on(p[cls.SWITCH]) else None
 
     def at(self, key: str, epoch: int):
-        """The value of parameter ``key`` at ``epoch`` (resolved when epoch-dependent)."""
+        """The value of parameter ``key`` at ``epoch``.
+
+        Epoch-dependent values are resolved and checked like constants by
+        :func:`pypty.parameters.schedule.resolve` (a callable returning a NaN or
+        negative weight raises PyptyParameterError naming the key and the epoch).
+        """
         return resolve(key, self.p[key], epoch)
 
     def active(self, epoch: int) -> bool:

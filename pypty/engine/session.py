@@ -19,6 +19,7 @@ Everything else (model, data access, dtypes) is the immutable
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,8 +30,9 @@ from ..device_hints import device_memory_use, should_free_pool
 from ..model.canvas import ensure_margin, pad_canvas, windows_outside
 from ..model.refinables import arrays_to_user
 from ..model.reparam import REPARAMS
-from ..optim import LBFGS
+from ..optim import LBFGS, norm
 from ..parameters.schedule import resolve
+from .errors import NonFiniteLossError
 from .objective import Objective
 from .settings import EpochSettings, hist_length
 
@@ -266,8 +268,24 @@ class Reconstruction:
 
     # ------------------------------------------------------------ epochs
     def step(self, epoch: int) -> StepReport:
-        """Run epoch ``epoch``: canvas growth, hand constraints, one L-BFGS step with its line search."""
+        """Run epoch ``epoch``: canvas growth, hand constraints, one L-BFGS step with its line search.
+
+        Raises
+        ------
+        pypty.engine.errors.NonFiniteLossError
+            The loss, one of its parts or the gradient at the point the epoch
+            ends on is NaN or infinite.  Raised before the step is accepted:
+            edits made at the start of the epoch (canvas growth, hand
+            constraints) are undone, so the reconstruction keeps the state of
+            the last completed epoch (the L-BFGS history is reset when edits
+            were undone) and an interrupted save writes that state.
+        pypty.parameters.PyptyParameterError
+            An epoch-dependent parameter returned a value its row does not
+            accept at this epoch (see :meth:`settings`).
+        """
         s = self.settings(epoch)
+        before = (self.arrays, self.position_offset.copy(), dict(self.kept), self.reference, self.cache,
+                  len(self.resize_log), len(self._edits))
         self._maybe_resize(s)
         self._apply_constraints(s)
         for term in self.terms:  # terms whose definition is fixed per epoch (e.g. the probe modes a mask acts on)
@@ -280,6 +298,7 @@ class Reconstruction:
         fun = self.objective(s)
         if not x:  # nothing refined: evaluate the loss only
             loss, g = fun({})
+            self._check_finite(epoch, loss, g, fun.parts_at(g), edits[before[-1]:], before)
             return StepReport(s, loss, fun.parts_at(g), 0.0, True, 1, "; ".join(edits), g, self.opt.history_size)
         key = _cache_key(x, *fun.key)
         f0 = g0 = parts0 = None
@@ -287,9 +306,10 @@ class Reconstruction:
             _, f0, g0, parts0 = self.cache
         res = self.opt.step(fun, x, f0, g0, update_step=s.update_step, hist_length=s.hist_length,
                             c1=s.wolfe_c1, c2=s.wolfe_c2)
+        parts = fun.parts_at(res.g) or parts0 or {"loss_data": res.f}
+        self._check_finite(epoch, res.f, res.g, parts, edits[before[-1]:], before)  # before accepting anything
         if res.accepted:
             self._accept(res.x, fun)
-        parts = fun.parts_at(res.g) or parts0 or {"loss_data": res.f}
         self.cache = (key, res.f, res.g, parts)
         if s.smart_memory and self.bk.is_gpu:  # free cached device blocks only under memory pressure
             use = device_memory_use(self.bk)
@@ -297,6 +317,43 @@ class Reconstruction:
                 self.bk.free_memory_pool()
         msg = "; ".join(edits + ([res.message] if res.message else []))
         return StepReport(s, res.f, parts, res.step, res.accepted, res.n_evals, msg, res.g, res.history_size)
+
+    def _check_finite(self, epoch: int, f, g: dict, parts, edits: list, before: tuple) -> None:
+        """Raise :class:`NonFiniteLossError` when ``f``, a part or a gradient block is not finite.
+
+        Before raising, the state saved in ``before`` (arrays, offset, kept
+        blocks, reference, cache at the start of the step) is put back when
+        the epoch's edits changed the arrays, and the L-BFGS history is reset.
+        """
+        f = float(f)
+        if math.isfinite(f) and math.isfinite(norm(g)):
+            return
+        xp = self.xp
+        blocks = tuple(k for k, v in g.items() if not bool(xp.all(xp.isfinite(v))))
+        if math.isfinite(f) and not blocks:  # a finite gradient whose norm overflowed
+            return
+        bad = {k: float(v) for k, v in (parts or {}).items() if not math.isfinite(float(v))}
+        if not math.isfinite(f) and not bad:
+            bad = {"loss": f}
+        arrays, offset, kept, reference, cache, n_resize, _ = before
+        undone = self.arrays is not arrays
+        if undone:
+            self.arrays, self.position_offset, self.kept, self.reference, self.cache = \
+                arrays, offset, kept, reference, cache
+            del self.resize_log[n_resize:]
+            self.opt.reset(f"non-finite loss in epoch {epoch + 1}: its edits were undone")
+        what = []
+        if bad:
+            what.append("the loss is not finite (" + ", ".join(f"{k} = {v}" for k, v in bad.items()) + ")")
+        if blocks:
+            what.append("the gradient of block(s) " + ", ".join(blocks) + " holds NaN or inf")
+        msg = f"pypty: during epoch {epoch + 1} (epoch index {epoch}) " + " and ".join(what)
+        if edits:
+            msg += (f"; the arrays were edited at the start of this epoch ({'; '.join(edits)})"
+                    + (", and these edits were undone" if undone else ""))
+        msg += ("; the step was not accepted and the state of the last completed epoch is kept. Check the loss "
+                "weights and loss terms of this epoch, the hand constraints, and the data for NaN or inf values")
+        raise NonFiniteLossError(msg, epoch, bad, blocks)
 
     # ------------------------------------------------------------ outputs
     def arrays_numpy(self) -> dict:

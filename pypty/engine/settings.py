@@ -8,6 +8,7 @@ import numpy as np
 
 from ..model.refinables import REFINABLES
 from ..model.reparam import block_reparam
+from ..parameters.errors import PyptyParameterError
 from ..parameters.schedule import resolve
 
 __all__ = ["EpochSettings", "hist_length"]
@@ -70,10 +71,17 @@ class EpochSettings:
     def resolve(cls, p: dict, epoch: int, present, n_patterns: int) -> "EpochSettings":
         """Settings of ``epoch`` from validated parameters ``p``.
 
-        ``present``: names of the arrays in the model.
+        ``present``: names of the arrays in the model.  Every epoch-dependent
+        value is resolved with :func:`pypty.parameters.schedule.resolve`,
+        which checks what a callable or lambda string returns like a constant.
 
         Raises
         ------
+        PyptyParameterError
+            A callable or lambda string returned a value its parameter does not
+            accept (e.g. a NaN or negative ``loss_weight``, a string for
+            ``update_obj``), or ``wolfe_c1_constant >= wolfe_c2_constant`` at
+            this epoch; the message names the parameter and the epoch.
         ValueError
             A switch is on for an array that is not in the model, or
             ``sequence`` holds indices outside ``[0, n_patterns)``.
@@ -100,11 +108,15 @@ class EpochSettings:
         part = "phase" if only_phase and not only_abs else "abs" if only_abs and not only_phase else ""
         if not part and bool(r("fix_probe_intensity")):
             part = "normed"
+        c1, c2 = float(r("wolfe_c1_constant")), float(r("wolfe_c2_constant"))
+        if not c1 < c2:  # constants are checked by validate; epoch-dependent ones here
+            raise PyptyParameterError(f"parameters 'wolfe_c1_constant' ({c1!r}) and 'wolfe_c2_constant' ({c2!r}) at "
+                                      f"epoch {epoch} must satisfy 0 < wolfe_c1_constant < wolfe_c2_constant < 1")
         return cls(
             epoch=int(epoch), refine=tuple(refine), sequence=seq, phase_only_obj=bool(r("phase_only_obj")),
             probe_part=part,
             loss_weight=float(r("loss_weight")), hist_length=hist_length(r("hist_length")),
-            wolfe_c1=float(r("wolfe_c1_constant")), wolfe_c2=float(r("wolfe_c2_constant")),
+            wolfe_c1=c1, wolfe_c2=c2,
             update_step=float(r("update_step_bfgs")), reset_history=bool(r("reset_history_flag")),
             subpixel=bool(p["allow_subPixel_shift"]) or "positions" in refine,
             smart_memory=bool(r("smart_memory")), resize=r("dynamically_resize_yx_object"))

@@ -13,13 +13,25 @@ Allowed inside the lambda body:
 * constants: int, float, bool, None and str;
 * the lambda's single argument (any name) and the constants ``pi``, ``e``,
   ``tau``, ``inf``, ``nan``;
-* arithmetic ``+ - * / // % **`` (numbers only; ``|exponent| <= 1000`` and
-  integer powers limited to 4096 bits) and unary ``+ -``;
+* arithmetic ``+ - * / // % **`` (numbers only; ``|exponent| <= 1000``) and
+  unary ``+ -``;
 * comparisons ``== != < <= > >= in, not in`` (chains allowed),
   ``and``/``or``/``not`` and ``a if c else b``;
 * tuple and list displays;
 * positional calls to ``min max abs round int float bool`` and to the math
   functions listed in :data:`ALLOWED_FUNCTIONS`.
+
+Every operation is bounded *before* it is computed, so that no expression
+can run for long or use much memory: the text is at most
+:data:`MAX_EXPRESSION_LENGTH` characters; integers (literals, operands and
+results) have at most :data:`MAX_INT_BITS` bits; ``|exponent| <=``
+:data:`MAX_EXPONENT`; ``round(x, n)`` needs ``|n| <=`` :data:`MAX_ROUND_DIGITS`;
+``int``/``float`` of a string take at most 1300 characters.  Bounds that
+only involve constants are checked when the string is compiled (during
+validation); the others when the value is computed.
+
+:func:`resolve` returns the raw value; :func:`pypty.parameters.schedule.resolve`
+also checks it against the parameter's row, like a constant.
 
 Public API: :func:`compile_epoch_expression`, :class:`EpochExpression`,
 :func:`resolve`.
@@ -37,6 +49,9 @@ __all__ = [
     "ALLOWED_FUNCTIONS",
     "ALLOWED_CONSTANTS",
     "MAX_EXPONENT",
+    "MAX_EXPRESSION_LENGTH",
+    "MAX_INT_BITS",
+    "MAX_ROUND_DIGITS",
     "EpochExpression",
     "compile_epoch_expression",
     "resolve",
@@ -44,8 +59,14 @@ __all__ = [
 
 #: Largest allowed magnitude of an exponent in ``a ** b``.
 MAX_EXPONENT = 1000
-#: Largest allowed bit length of an integer power result.
-_MAX_INT_POW_BITS = 4096
+#: Largest allowed bit length of any integer (literal, operand or result).
+MAX_INT_BITS = 4096
+#: Largest allowed length of the text of an expression (characters).
+MAX_EXPRESSION_LENGTH = 4000
+#: Largest allowed ``|ndigits|`` of ``round(x, ndigits)``.
+MAX_ROUND_DIGITS = 20
+#: Longest string that ``int``/``float`` may convert (a 4096-bit int has 1234 digits).
+_MAX_NUMBER_TEXT = 1300
 
 ALLOWED_FUNCTIONS: Dict[str, Callable[..., Any]] = {
     "min": min,
@@ -97,8 +118,9 @@ _COMPARE_OPS = {
 _ALLOWED_SUMMARY = (
     "allowed: numbers, strings, True/False/None, the lambda argument, "
     "pi/e/tau/inf/nan, + - * / // %% ** (|exponent| <= %d), comparisons, "
-    "and/or/not, 'a if cond else b', tuples/lists, and positional calls to %s"
-    % (MAX_EXPONENT, ", ".join(ALLOWED_FUNCTIONS))
+    "and/or/not, 'a if cond else b', tuples/lists, and positional calls to %s "
+    "(round digits |n| <= %d, integers up to %d bits, at most %d characters)"
+    % (MAX_EXPONENT, ", ".join(ALLOWED_FUNCTIONS), MAX_ROUND_DIGITS, MAX_INT_BITS, MAX_EXPRESSION_LENGTH)
 )
 
 
@@ -140,11 +162,26 @@ def _check_exponent(exponent: Any) -> None:
         raise ValueError("exponent %r is outside |exponent| <= %d" % (exponent, MAX_EXPONENT))
 
 
+def _check_int(value: Any) -> Any:
+    """Return ``value``; raise ValueError for an int (not bool) of more than MAX_INT_BITS bits."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) \
+            and int(value).bit_length() > MAX_INT_BITS:
+        raise ValueError("integer of %d bits exceeds the limit of %d bits"
+                         % (int(value).bit_length(), MAX_INT_BITS))
+    return value
+
+
+def _int_bits(value: Any) -> int:
+    """Bit length of an integer operand, 0 for other numbers."""
+    return int(value).bit_length() if isinstance(value, numbers.Integral) else 0
+
+
 def _safe_pow(base: Any, exponent: Any) -> Any:
     """``base ** exponent`` with DoS guards.
 
     Raises ValueError when ``|exponent| > MAX_EXPONENT`` or when an integer
-    power would exceed 4096 bits; TypeError for non-numbers.
+    power would exceed MAX_INT_BITS bits (checked before computing);
+    TypeError for non-numbers.
     """
     if not (_is_number(base) and _is_number(exponent)):
         raise TypeError("'**' needs two numbers, got %s and %s"
@@ -152,9 +189,50 @@ def _safe_pow(base: Any, exponent: Any) -> Any:
     _check_exponent(exponent)
     if isinstance(base, numbers.Integral) and isinstance(exponent, numbers.Integral) and exponent > 0:
         bits = int(abs(int(base))).bit_length() * int(exponent)
-        if bits > _MAX_INT_POW_BITS:
+        if bits > MAX_INT_BITS:
             raise ValueError("integer power %r ** %r is too large" % (base, exponent))
     return base ** exponent
+
+
+def _safe_binary(op: ast.operator, left: Any, right: Any) -> Any:
+    """``left <op> right`` for numbers, integer sizes bounded before and after computing."""
+    if isinstance(op, ast.Pow):
+        return _safe_pow(left, right)
+    if not (_is_number(left) and _is_number(right)):
+        raise TypeError("arithmetic needs numbers, got %s and %s"
+                        % (type(left).__name__, type(right).__name__))
+    _check_int(left)
+    _check_int(right)
+    if isinstance(op, ast.Mult) and _int_bits(left) + _int_bits(right) > MAX_INT_BITS + 1:
+        raise ValueError("integer product of %d and %d bits exceeds the limit of %d bits"
+                         % (_int_bits(left), _int_bits(right), MAX_INT_BITS))
+    return _check_int(_BINARY_OPS[type(op)](left, right))
+
+
+def _check_round_digits(ndigits: Any) -> None:
+    """Raise unless ``ndigits`` is None or an int with |ndigits| <= MAX_ROUND_DIGITS."""
+    if ndigits is None:
+        return
+    if not isinstance(ndigits, numbers.Integral) or isinstance(ndigits, bool):
+        raise TypeError("round() digits must be an int, got %s" % type(ndigits).__name__)
+    if abs(int(ndigits)) > MAX_ROUND_DIGITS:
+        raise ValueError("round() digits %d are outside |digits| <= %d" % (ndigits, MAX_ROUND_DIGITS))
+
+
+def _check_call(fname: str, args: list) -> None:
+    """Bounds of a whitelisted call, checked before it is computed (raises ValueError/TypeError)."""
+    for a in args:
+        _check_int(a)
+    if fname == "round" and len(args) >= 2:
+        _check_round_digits(args[1])
+    if fname in ("int", "float") and args and isinstance(args[0], str) and len(args[0]) > _MAX_NUMBER_TEXT:
+        raise ValueError("%s() of a string of %d characters (at most %d)" % (fname, len(args[0]), _MAX_NUMBER_TEXT))
+
+
+def _safe_call(fname: str, args: list) -> Any:
+    """A whitelisted call with its bounds checked first and its integer result bounded."""
+    _check_call(fname, args)
+    return _check_int(ALLOWED_FUNCTIONS[fname](*args))
 
 
 def _constant_value(node: ast.AST) -> Any:
@@ -205,19 +283,13 @@ class EpochExpression:
                 return epoch
             return ALLOWED_CONSTANTS[node.id]
         if isinstance(node, ast.BinOp):
-            left, right = ev(node.left, epoch), ev(node.right, epoch)
-            if isinstance(node.op, ast.Pow):
-                return _safe_pow(left, right)
-            if not (_is_number(left) and _is_number(right)):
-                raise TypeError("arithmetic needs numbers, got %s and %s"
-                                % (type(left).__name__, type(right).__name__))
-            return _BINARY_OPS[type(node.op)](left, right)
+            return _safe_binary(node.op, ev(node.left, epoch), ev(node.right, epoch))
         if isinstance(node, ast.UnaryOp):
             operand = ev(node.operand, epoch)
             if not isinstance(node.op, ast.Not) and not _is_number(operand):
                 raise TypeError("unary %s needs a number, got %s"
                                 % (type(node.op).__name__, type(operand).__name__))
-            return _UNARY_OPS[type(node.op)](operand)
+            return _check_int(_UNARY_OPS[type(node.op)](operand))
         if isinstance(node, ast.BoolOp):
             is_and = isinstance(node.op, ast.And)
             value = None
@@ -241,8 +313,7 @@ class EpochExpression:
         if isinstance(node, ast.List):
             return [ev(elt, epoch) for elt in node.elts]
         if isinstance(node, ast.Call):
-            func = ALLOWED_FUNCTIONS[node.func.id]
-            return func(*[ev(arg, epoch) for arg in node.args])
+            return _safe_call(node.func.id, [ev(arg, epoch) for arg in node.args])
         raise AssertionError("unchecked node %s" % type(node).__name__)  # pragma: no cover
 
 
@@ -253,6 +324,10 @@ def _check_tree(node: ast.AST, argname: str) -> bool:
     """
     check = _check_tree
     if isinstance(node, ast.Constant):
+        if isinstance(node.value, int) and not isinstance(node.value, bool) \
+                and node.value.bit_length() > MAX_INT_BITS:
+            raise _Rejected(node, "an integer literal of %d bits (at most %d)"
+                            % (node.value.bit_length(), MAX_INT_BITS))
         if node.value is None or isinstance(node.value, (bool, int, float, str)):
             return False
         raise _Rejected(node, "a constant of type %s" % type(node.value).__name__)
@@ -303,7 +378,16 @@ def _check_tree(node: ast.AST, argname: str) -> bool:
             raise _Rejected(node, "a call of %s" % what)
         if node.keywords:
             raise _Rejected(node, "a keyword argument")
-        return any([check(v, argname) for v in node.args])
+        uses = [check(v, argname) for v in node.args]
+        # bounds on constant arguments (round's digits, the text given to int/float) are checked now
+        bounded = {"round": 1, "int": 0, "float": 0}.get(node.func.id)
+        if bounded is not None and bounded < len(uses) and not uses[bounded]:
+            try:
+                value = _constant_value(node.args[bounded])
+                _check_call(node.func.id, [0, value] if node.func.id == "round" else [value])
+            except (ArithmeticError, ValueError, TypeError) as exc:
+                raise _Rejected(node, "a call of %r (%s)" % (node.func.id, exc)) from None
+        return any(uses)
     raise _Rejected(node, _describe_node(node))
 
 
@@ -334,6 +418,10 @@ def compile_epoch_expression(source: str, name: str) -> EpochExpression:
         raise ValueError("pypty parameter '%s': epoch expression must be a string, got %s"
                          % (name, type(source).__name__))
     text = source.strip()
+    if len(text) > MAX_EXPRESSION_LENGTH:
+        raise ValueError("pypty parameter '%s': epoch expression of %d characters is too long (at most %d); "
+                         "use a Python callable for long schedules (e.g. "
+                         "pypty.initialize.epoch_schedule)" % (name, len(text), MAX_EXPRESSION_LENGTH))
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:

@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
+import linecache
 import math
 import numbers
 import os
+import textwrap
 import types as _types
 from typing import Any, Dict, Mapping
 
@@ -44,6 +47,63 @@ def _json_array(arr: np.ndarray) -> Dict[str, Any]:
     return out
 
 
+def _lambda_text(code) -> Any:
+    """The text of the lambda expression whose code object is ``code``, or None when it cannot be isolated.
+
+    The lambda's file (or notebook cell, through :mod:`linecache`) is parsed
+    and the ``Lambda`` node on the code's first line is taken; several on
+    that line are told apart by the code's instruction positions (Python >=
+    3.11: the innermost lambda that contains them all).  Only that node's
+    text is returned, never the rest of the line.
+    """
+    lines = linecache.getlines(code.co_filename)
+    if not lines:
+        return None
+    source = "".join(lines)
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    nodes = [n for n in ast.walk(tree) if isinstance(n, ast.Lambda) and n.lineno == code.co_firstlineno]
+    if len(nodes) > 1 and hasattr(code, "co_positions"):
+        pos = [q for a, b, c, d in code.co_positions()
+               if None not in (a, b, c, d) and (b, d) > (a, c) for q in ((a, c), (b, d))]  # non-empty spans
+        if not pos:
+            return None
+
+        def inside(n):
+            return all((n.lineno, n.col_offset) <= q <= (n.end_lineno, n.end_col_offset) for q in pos)
+
+        nodes = [n for n in nodes if inside(n)]
+        nodes = [n for n in nodes if not any(m is not n and inside(m) and
+                                             (n.lineno, n.col_offset) <= (m.lineno, m.col_offset) and
+                                             (m.end_lineno, m.end_col_offset) <= (n.end_lineno, n.end_col_offset)
+                                             for m in nodes)]  # the innermost
+    if len(nodes) != 1:
+        return None
+    return ast.get_source_segment(source, nodes[0])
+
+
+def _callable_text(value: Any) -> str:
+    """Saved form of a callable: a lambda's expression alone, a function's definition, else its repr.
+
+    ``inspect.getsource`` of a lambda returns every line of the statement
+    around it (other parameters, names, anything written there); only the
+    lambda expression is kept (:func:`_lambda_text`), and the repr when it
+    cannot be isolated.
+    """
+    code = getattr(value, "__code__", None)
+    if code is None or not isinstance(code, _types.CodeType):  # callable objects, builtins, partials
+        return repr(value)
+    if getattr(value, "__name__", "") == "<lambda>":
+        text = _lambda_text(code)
+        return repr(value) if text is None else text
+    try:
+        return textwrap.dedent(inspect.getsource(value)).strip()
+    except (OSError, TypeError):
+        return repr(value)
+
+
 def _jsonable(value: Any) -> Any:
     """JSON-serialisable version of one value (see :func:`to_jsonable`)."""
     if value is None or isinstance(value, (bool, str)):
@@ -74,10 +134,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, _types.ModuleType):
         return value.__name__
     if callable(value):
-        try:
-            return inspect.getsource(value).strip()
-        except (OSError, TypeError):
-            return repr(value)
+        return _callable_text(value)
     return repr(value)
 
 
@@ -87,8 +144,9 @@ def to_jsonable(params: Mapping[str, Any]) -> Dict[str, Any]:
     Arrays become ``{"array": shape, "dtype": str, "values": [...]}`` (at most
     64 elements) or ``{"array": shape, "dtype": str, "min", "max", "mean"}``
     (complex: ``abs_min``, ``abs_max``, ``mean`` as ``{"real", "imag"}``);
-    compiled epoch expressions become their source text, other callables
-    their source code (or repr); numpy scalars become Python numbers;
+    compiled epoch expressions become their source text, lambdas the text
+    of the lambda expression alone (not the rest of its line), functions
+    their definition, other callables their repr; numpy scalars become Python numbers;
     non-finite floats become "inf", "-inf" or "nan"; dtypes become strings.
     """
     return {str(k): _jsonable(v) for k, v in params.items()}

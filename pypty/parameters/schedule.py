@@ -2,7 +2,8 @@
 
 * :func:`resolve` -- value of a ``pypty_lambda`` parameter at an epoch (a
   constant, a callable ``f(epoch)`` or a compiled whitelisted string, see
-  :mod:`pypty.parameters.epoch_eval`);
+  :mod:`pypty.parameters.epoch_eval`), checked by the parameter's row like a
+  constant (type, range, finiteness);
 * :func:`may_be_on` -- False only for a switch that is constantly off, so
   that arrays and terms that can never act are not created;
 * :func:`every` -- a bool-or-int cadence (``save_inter_checkpoints``,
@@ -15,11 +16,73 @@ reconstruction, restarts included) is a multiple of ``n``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from .epoch_eval import EpochExpression, resolve
+from .checks import _Invalid, _Unsupported
+from .epoch_eval import EpochExpression
+from .epoch_eval import resolve as _evaluate
+from .errors import PyptyParameterError
+from .table import PARAMETERS
 
 __all__ = ["resolve", "may_be_on", "every"]
+
+
+def _brief(value: Any) -> str:
+    """Short text of a returned value for messages: "nan (float)", "'yes' (str)", "array of shape (3,)"."""
+    if isinstance(value, np.ndarray):
+        return "an array of shape %s and dtype %s" % (value.shape, value.dtype)
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return "%s (%s)" % (text, type(value).__name__)
+
+
+def _what(value: Any) -> str:
+    """How the epoch-dependent value was given, for messages: "lambda 'lambda e: ...'" or "callable f"."""
+    if isinstance(value, EpochExpression):
+        return "lambda %r" % value.source
+    return "callable %s" % getattr(value, "__qualname__", type(value).__name__)
+
+
+def resolve(name: str, value: Any, epoch: int) -> Any:
+    """Value of parameter ``name`` at ``epoch``, checked and normalised like a constant.
+
+    ``value`` is a validated value: a constant (returned unchanged: constants
+    were checked by :func:`pypty.parameters.validate`), a callable
+    ``f(epoch)`` or a compiled :class:`~pypty.parameters.epoch_eval.EpochExpression`.
+    What a callable or expression returns is checked with the row of
+    ``name`` in :data:`pypty.parameters.PARAMETERS` (the same check a
+    constant gets: type, range, finiteness) and normalised the same way
+    (flags become bools, ...).  Names outside the table are not checked.
+
+    Raises
+    ------
+    PyptyParameterError
+        The returned value fails the row's check; the message names the
+        parameter, the epoch, the callable and what is expected, e.g.
+        "parameter 'loss_weight' at epoch 7: lambda 'lambda e: ...' returned
+        nan (float), expected a float >= 0".
+    RuntimeError
+        The callable raised (see :func:`pypty.parameters.epoch_eval.resolve`).
+    """
+    if not callable(value) or isinstance(value, type):
+        return value
+    raw = _evaluate(name, value, epoch)
+    row = PARAMETERS.get(name) if isinstance(name, str) else None
+    if row is None:
+        return raw
+    try:
+        return row.check(raw)
+    except _Invalid as exc:
+        detail = "; %s" % exc if str(exc) else ""
+        raise PyptyParameterError("parameter '%s' at epoch %s: %s returned %s, expected %s%s"
+                                  % (name, epoch, _what(value), _brief(raw), row.check.expects,
+                                     detail)) from None
+    except _Unsupported as exc:
+        raise PyptyParameterError("parameter '%s' at epoch %s: %s returned %s, which is not supported yet (%s)"
+                                  % (name, epoch, _what(value), _brief(raw), exc)) from None
 
 
 def may_be_on(value) -> bool:

@@ -19,7 +19,8 @@ import numpy as np
 
 from .checks import _Invalid, _Unsupported, _all_zero
 from .consistency import check_consistency
-from .epoch_eval import EpochExpression, compile_epoch_expression, resolve
+from .epoch_eval import EpochExpression, compile_epoch_expression
+from .schedule import resolve
 from .errors import PyptyParameterError
 from .row import ArrayDefault, Parameter
 from .table import PARAMETERS, SECTIONS
@@ -176,8 +177,14 @@ def resolve_epoch_parameters(params: Mapping[str, Any], epoch: int) -> Dict[str,
     """Values at ``epoch`` of the epoch-dependent parameters of a validated dict.
 
     Returns ``{name: value}`` for every epoch-dependent parameter present in
-    ``params``; raises RuntimeError (via :func:`pypty.parameters.epoch_eval.resolve`) if
-    one of the callables raises.
+    ``params``, each checked like a constant (:func:`pypty.parameters.schedule.resolve`).
+
+    Raises
+    ------
+    RuntimeError
+        One of the callables raises.
+    PyptyParameterError
+        A callable or lambda returns a value the parameter's check refuses.
     """
     return {name: resolve(name, params[name], epoch)
             for name, p in PARAMETERS.items() if p.epoch_dependent and name in params}
