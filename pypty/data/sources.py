@@ -24,6 +24,15 @@ the available host memory), and every batch is then a row gather from it.
 ``preprocess`` works pattern by pattern, so the copy holds the same bits as
 preprocessing each batch on the fly (as earlier versions did).
 
+Opening checks only the header first (rank, dtype, the number of patterns
+against ``positions``, the preprocessed pattern's size, the caller's size
+checks), then scans the values once (NaN/inf, negative counts, whether an
+integer ``force_dataset_dtype`` holds them exactly).  An HDF5 ``data``
+dataset kept in other files (external link, external storage, virtual
+dataset) is refused unless ``allow_external_hdf5`` (:func:`hdf5_dataset`).
+Every error is a :class:`DataError` (or, for a parameter that does not fit
+the data, a ``PyptyParameterError``) naming ``data_path`` or the parameter.
+
 :class:`DeviceBatches` is the run's ``get_data``: batches on the compute
 device, from the whole dataset kept there (``load_one_by_one=False`` on a
 GPU, when it fits) or streamed from the host copy through pinned buffers,
@@ -43,7 +52,7 @@ import scipy.ndimage
 from . import memory as _memory
 
 __all__ = ["DataError", "Preprocessing", "PatternSource", "SignalSource", "preprocess", "open_measurements",
-           "DeviceBatches", "make_get_data"]
+           "hdf5_dataset", "DeviceBatches", "make_get_data"]
 
 #: Bytes of patterns preprocessed at a time when the host copy is built.
 BUILD_CHUNK_BYTES = 2 * 2**20  # small blocks: temporaries stay in cache and are reused (measured faster than 64 MiB)
@@ -108,23 +117,128 @@ def preprocess(patterns: np.ndarray, prep: Preprocessing, dtype=np.float64) -> n
     return np.ascontiguousarray(out, dtype=dtype)
 
 
-def open_measurements(path: str):
+def _link_to_other_file(h5, path, depth=0):
+    """The first ``h5py.ExternalLink`` met while resolving ``path`` in ``h5`` (soft links followed), or None."""
+    import h5py
+
+    if depth > 32:
+        raise DataError(f"{h5.filename!r}: more than 32 nested soft links while resolving {path!r}")
+    cur = ""
+    for part in (s for s in str(path).split("/") if s):
+        full = cur + "/" + part
+        link = h5.get(full, getlink=True)
+        if link is None:
+            return None
+        if isinstance(link, h5py.ExternalLink):
+            return link
+        if isinstance(link, h5py.SoftLink):
+            target = link.path if link.path.startswith("/") else (cur or "") + "/" + link.path
+            ext = _link_to_other_file(h5, target, depth + 1)
+            if ext is not None:
+                return ext
+        cur = full
+    return None
+
+
+def hdf5_dataset(h5, name, origin, what="data_path", allow_external=False, error=DataError):
+    """The dataset ``name`` of the open HDF5 file ``h5``, refusing data kept in other files.
+
+    HDF5 can make a dataset read other local files: an external link (also
+    behind soft links), external raw storage (``dset.external``) or a
+    virtual dataset whose sources lie in other files.  These are refused
+    unless ``allow_external`` (the parameter ``allow_external_hdf5``) is
+    True, before any such file is opened (links) or read (storage, virtual
+    sources).
+
+    Parameters
+    ----------
+    h5 : h5py.File
+    name : str
+        Path of the dataset inside the file.
+    origin : str
+        The file's path, for messages.
+    what : str
+        The parameter or argument that names the file (messages start with it).
+    allow_external : bool
+    error : exception class
+        Raised for every problem (:class:`DataError` by default).
+
+    Returns
+    -------
+    h5py.Dataset
+    """
+    import h5py
+
+    hint = ("; pypty reads only data stored in the file itself unless allow_external_hdf5=True "
+            "(or copy the data into the file)")
+    try:
+        if not allow_external:
+            ext = _link_to_other_file(h5, name)
+            if ext is not None:
+                raise error(f"{what} {origin!r}: {name!r} leads through an external link to {ext.path!r} in "
+                            f"the file {ext.filename!r}" + hint)
+        obj = h5.get(name)
+    except (OSError, KeyError, RuntimeError, ValueError) as exc:  # a broken link, an unreadable object header
+        if isinstance(exc, error):
+            raise
+        raise error(f"{what} {origin!r}: cannot open {name!r}: {exc}") from exc
+    if obj is None:
+        found = []
+        try:
+            h5.visititems(lambda k, v: found.append(k) if isinstance(v, h5py.Dataset) else None)
+        except (OSError, KeyError, RuntimeError):  # pragma: no cover - a damaged file: list what was found
+            pass
+        raise error(f"{what} {origin!r} has no dataset {name!r} (datasets found: {found[:20]}"
+                    f"{' ...' if len(found) > 20 else ''})")
+    if not isinstance(obj, h5py.Dataset):
+        raise error(f"{what} {origin!r}: {name!r} is a {type(obj).__name__}, not a dataset")
+    if allow_external:
+        return obj
+    if os.path.realpath(obj.file.filename) != os.path.realpath(h5.filename):  # any other route to another file
+        raise error(f"{what} {origin!r}: {name!r} is stored in the file {obj.file.filename!r}" + hint)
+    if obj.external:
+        files = sorted({str(e[0]) for e in obj.external})
+        raise error(f"{what} {origin!r}: dataset {name!r} keeps its values in external raw files {files}" + hint)
+    if obj.is_virtual:
+        files = sorted({str(v.file_name) for v in obj.virtual_sources() if str(v.file_name) != "."})
+        if files:
+            raise error(f"{what} {origin!r}: dataset {name!r} is a virtual dataset reading the files {files}"
+                        + hint)
+    return obj
+
+
+def open_measurements(path: str, allow_external_hdf5: bool = False):
     """Open a measurement file: ``(array-like, h5py.File or None)``.
 
     ``.npy`` files are memory-mapped (no HDF5 handle); ``.h5``/``.hdf5``/``.hdf``
     files return their ``data`` dataset and the open file, which the caller
-    must close.
+    must close.  Nothing but the header (the shape and dtype) is read here.
+
+    Parameters
+    ----------
+    path : str
+    allow_external_hdf5 : bool
+        Accept a ``data`` dataset that reads other files (external link,
+        external storage, virtual dataset with sources in other files); see
+        :func:`hdf5_dataset`.
 
     Raises
     ------
     DataError
-        Missing file, unreadable HDF5, no ``data`` dataset, unknown extension.
+        Missing file, a folder, unreadable ``.npy``/HDF5, no ``data``
+        dataset, data kept in other files, unknown extension; every message
+        starts with ``data_path`` and the path.
     """
     if not os.path.exists(path):
         raise DataError(f"data_path {path!r} does not exist")
+    if os.path.isdir(path):
+        raise DataError(f"data_path {path!r} is a folder; give the .h5 or .npy file")
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npy":
-        return np.load(path, mmap_mode="r"), None
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False), None
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"data_path {path!r} is not a readable .npy file: {exc}") from exc
     if ext in (".h5", ".hdf5", ".hdf"):
         import h5py
 
@@ -132,12 +246,140 @@ def open_measurements(path: str):
             h5 = h5py.File(path, "r")
         except OSError as exc:
             raise DataError(f"data_path {path!r} is not a readable HDF5 file: {exc}") from exc
-        if "data" not in h5:
-            keys = list(h5.keys())
+        try:
+            return hdf5_dataset(h5, "data", path, "data_path", allow_external_hdf5), h5
+        except BaseException:
             h5.close()
-            raise DataError(f"data_path {path!r} has no dataset 'data' (found {keys})")
-        return h5["data"], h5
+            raise
     raise DataError(f"data_path {path!r}: unsupported extension {ext!r}; use .h5/.hdf5 or .npy")
+
+
+def _what(origin):
+    """How messages name the data: ``data_path '<file>'`` or the ``dataset`` array."""
+    return "the 'dataset' array" if origin == "array" else f"data_path {origin!r}"
+
+
+def _param_error(name, msg):
+    from ..parameters.errors import parameter_error  # imported late: pypty.parameters imports the model
+
+    return parameter_error(name, msg)
+
+
+def _declared_count(shape, rank):
+    """Patterns (or signals) a dataset of ``shape`` declares: N of (N, ...) or scan_y * scan_x of a 4D stack."""
+    if rank == 3 and len(shape) == 4:
+        return int(shape[0]) * int(shape[1])
+    if len(shape) == rank:
+        return int(shape[0])
+    return None  # wrong rank: refused by the rank check, with the shape
+
+
+def _check_declared(raw, origin, expected_n, rank):
+    """Compare the number of patterns the header declares with ``expected_n`` (rows of 'positions'), before reading."""
+    if expected_n is None:
+        return
+    n = _declared_count(tuple(raw.shape), rank)
+    if n is not None and n != int(expected_n):
+        raise _param_error("positions", f"expected shape ({n}, 2) (one (y, x) per pattern), got ({int(expected_n)}, "
+                                        f"2): {_what(origin)} declares {n} patterns (shape {tuple(raw.shape)}); "
+                                        f"checked before any pattern is read")
+
+
+def _check_pattern_size(det_shape, prep, dtype):
+    """The preprocessed pattern shape (Y, X); refuses a ``data_bin`` that does not divide the detector and a
+    pattern that would not fit in host memory (huge ``data_pad`` or detector)."""
+    ky, kx = (int(v) for v in det_shape[-2:])
+    b, pad = max(int(prep.bin), 1), int(prep.pad)
+    if ky % b or kx % b:
+        raise DataError(f"data_bin={b} does not divide the detector size {ky}x{kx}")
+    shape = (ky // b + 2 * pad, kx // b + 2 * pad)
+    need = 3 * shape[0] * shape[1] * max(8, np.dtype(dtype).itemsize)  # float64 work, the padded copy, the cast
+    avail = _memory.host_memory_bytes()
+    if need <= avail:
+        return shape
+    if pad and 3 * (ky // b) * (kx // b) * 8 <= avail:
+        raise _param_error("data_pad", f"{pad} px make every preprocessed pattern {shape[0]} x {shape[1]} px; "
+                                       f"preprocessing one takes about {need / 2**30:.3g} GiB, more than the "
+                                       f"{avail / 2**30:.3g} GiB of available host memory")
+    raise DataError(f"patterns of {ky} x {kx} px (after data_bin {b}: {shape[0]} x {shape[1]} px): preprocessing one "
+                    f"takes about {need / 2**30:.3g} GiB, more than the {avail / 2**30:.3g} GiB of available "
+                    f"host memory")
+
+
+def _check_dtype_settings(dtype, prep):
+    """An integer ``force_dataset_dtype`` holds exact counts only without a fractional scale or shift."""
+    if dtype.kind not in "biu":
+        return
+    m = float(prep.multiplier)
+    if not m.is_integer():
+        raise _param_error("force_dataset_dtype", f"{dtype} cannot hold the counts scaled by data_multiplier {m:g} "
+                                                  f"(not whole numbers; the cast would truncate them): use a float "
+                                                  f"dtype such as float32, or None")
+    if not all(float(v).is_integer() for v in prep.shift):
+        raise _param_error("force_dataset_dtype", f"{dtype} cannot hold patterns shifted by data_shift_vector "
+                                                  f"{tuple(float(v) for v in prep.shift)} (interpolated counts are "
+                                                  f"not whole numbers; the cast would truncate them): use a float "
+                                                  f"dtype such as float32, or None")
+
+
+def _read_rows(raw, start, stop, origin):
+    """``raw[start:stop]`` as an array; read errors name the file and the patterns."""
+    try:
+        return np.asarray(raw[start:stop])
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+        stop = min(stop, int(raw.shape[0]))
+        raise DataError(f"{_what(origin)}: cannot read patterns {start}..{stop - 1}: {exc}") from exc
+
+
+class _DtypeFit:
+    """Whether the data, after data_bin and data_multiplier, fit ``force_dataset_dtype`` exactly (fed chunk by chunk)."""
+
+    def __init__(self, dtype, raw_dtype):
+        self.dtype = np.dtype(dtype)
+        self.integral = self.dtype.kind in "biu"
+        self.need_whole = self.integral and np.dtype(raw_dtype).kind not in "biu"
+        # ranges worth a look: integers, and float16 (65504); float32 holds 3e38
+        self.active = self.integral or (self.dtype.kind == "f" and self.dtype.itemsize <= 2)
+        self.vmax = 0.0
+        self.n_frac = 0
+        self.first_frac = None
+
+    def add(self, block, start):
+        if not self.active:
+            return
+        if block.size:
+            self.vmax = max(self.vmax, float(np.max(block)))
+        if self.need_whole:
+            frac = block != np.floor(block)
+            k = int(np.count_nonzero(frac))
+            if k and self.first_frac is None:
+                i = int(np.flatnonzero(frac.reshape(len(block), -1).any(axis=1))[0])
+                self.first_frac = (start + i, float(block[i][frac[i]].ravel()[0]))
+            self.n_frac += k
+
+    def check(self, origin, prep):
+        dt = self.dtype
+        if not self.active:
+            return
+        if self.n_frac:
+            i, v = self.first_frac
+            raise DataError(f"force_dataset_dtype {dt}: {self.n_frac} values of {_what(origin)} are not whole numbers "
+                            f"(the first in pattern {i}: {v!r}); the cast to an integer dtype would truncate them. "
+                            f"Use a float dtype such as float32, or None, or round the data first")
+        top = self.vmax * int(prep.bin) ** 2 * float(prep.multiplier)
+        if dt.kind == "b":
+            limit = 1
+        elif self.integral:
+            limit = int(np.iinfo(dt).max)
+        elif dt.kind == "f":
+            limit = float(np.finfo(dt).max)
+        else:
+            return
+        if top > limit:
+            raise DataError(f"force_dataset_dtype {dt}: {_what(origin)} reaches {self.vmax:g} counts per pixel "
+                            f"({top:g} after data_bin {int(prep.bin)} and data_multiplier {float(prep.multiplier):g}), "
+                            f"more than {dt} holds ({limit:g}); the values would "
+                            f"{'wrap around' if self.integral else 'become inf'}. Use a wider dtype or None")
 
 
 class _Source:
@@ -182,6 +424,16 @@ class PatternSource(_Source):
         once, memory-mapped; its disk space is freed with the source).
     tmp_dir : str or None
         Folder of that file (None: the system's temporary folder).
+    expected_n : int or None
+        Number of patterns the caller expects (the rows of ``positions``);
+        checked against the declared shape before any pattern is read.
+    allow_external_hdf5 : bool
+        Accept an HDF5 ``data`` dataset kept in other files (see
+        :func:`hdf5_dataset`).
+    check_header : callable or None
+        ``check_header(n, pattern_shape)`` (patterns, preprocessed (Y, X)),
+        called once the header is checked and before any pattern is read:
+        the caller's size checks (:func:`pypty.model.limits.check_sizes`).
 
     Attributes
     ----------
@@ -194,12 +446,22 @@ class PatternSource(_Source):
     Raises
     ------
     DataError
-        Missing file, wrong rank, NaN/inf, negative counts (with their
-        number), scan size mismatch, no data given.
+        Missing file, wrong rank, empty data, NaN/inf, negative counts
+        (with their number), scan size mismatch, no data given, values an
+        integer (or float16) ``dtype`` cannot hold exactly (not whole
+        numbers, or larger than its range after ``data_bin`` and
+        ``data_multiplier``), a file that cannot be read.
+    PyptyParameterError
+        ``expected_n`` differs from the declared number of patterns
+        (parameter 'positions'); one preprocessed pattern would not fit in
+        memory (parameter 'data_pad'); an integer ``dtype`` with a
+        fractional ``data_multiplier`` or ``data_shift_vector`` (parameter
+        'force_dataset_dtype').
     """
 
     def __init__(self, data_path="", dataset=None, prep=Preprocessing(), dtype=np.float64,
-                 load_one_by_one=True, scan_size=None, check_chunk=256, host_copy="auto", tmp_dir=None):
+                 load_one_by_one=True, scan_size=None, check_chunk=256, host_copy="auto", tmp_dir=None,
+                 expected_n=None, allow_external_hdf5=False, check_header=None):
         if host_copy not in ("auto", "memory", "file"):
             raise ValueError(f"host_copy must be 'auto', 'memory' or 'file', got {host_copy!r}")
         self.prep = prep
@@ -208,15 +470,17 @@ class PatternSource(_Source):
         self._tmp_dir = tmp_dir
         self.preprocessed_rows = 0
         self.copy_location = None
+        self._check_header = check_header
         if dataset is not None:
             raw = np.asarray(dataset)
             self.origin = "array"
         elif data_path:
-            raw, self._h5 = open_measurements(str(data_path))
+            raw, self._h5 = open_measurements(str(data_path), allow_external_hdf5)
             self.origin = str(data_path)
         else:
             raise DataError("no data: set 'data_path' (an .h5 or .npy file) or 'dataset' (an array)")
         try:
+            _check_declared(raw, self.origin, expected_n, 3)
             self._init_checked(raw, scan_size, check_chunk, load_one_by_one)
         except BaseException:
             self.close()  # do not leave the HDF5 file open behind an error
@@ -234,16 +498,23 @@ class PatternSource(_Source):
                                 f"{tuple(raw.shape)}")
             raw = raw.reshape((-1,) + raw.shape[2:])
         if raw.ndim != 3:
-            raise DataError(f"diffraction data must be 3D (N, ky, kx) or 4D (scan_y, scan_x, ky, kx); "
+            raise DataError(f"diffraction data ({_what(self.origin)}) must be 3D (N, ky, kx) or 4D "
+                            f"(scan_y, scan_x, ky, kx); "
                             f"got shape {tuple(raw.shape)}")
         if not (np.issubdtype(raw.dtype, np.number) and not np.issubdtype(raw.dtype, np.complexfloating)):
-            raise DataError(f"diffraction data must be real numbers, got dtype {raw.dtype}")
+            raise DataError(f"diffraction data ({_what(self.origin)}) must be real numbers, got dtype {raw.dtype}")
+        if min(raw.shape) < 1:
+            raise DataError(f"{_what(self.origin)} holds no patterns: shape {tuple(raw.shape)}")
         self.n = int(raw.shape[0])
         if scan_size is not None and int(scan_size[0]) * int(scan_size[1]) != self.n:
             raise DataError(f"scan_size {tuple(scan_size)} gives {int(scan_size[0]) * int(scan_size[1])} "
                             f"positions but the data holds {self.n} patterns")
         self.scan_size = None if scan_size is None else (int(scan_size[0]), int(scan_size[1]))
         self.raw = raw
+        shape = _check_pattern_size(raw.shape[1:], prep, self.dtype)
+        _check_dtype_settings(self.dtype, prep)
+        if self._check_header is not None:
+            self._check_header(self.n, shape)
         self._check_values(check_chunk)
         sample = preprocess(np.asarray(raw[0:1]), prep, self.dtype)
         self.preprocessed_rows += 1
@@ -269,19 +540,23 @@ class PatternSource(_Source):
     def _check_values(self, chunk):
         n_neg = n_bad = 0
         first_bad = None
+        fit = _DtypeFit(self.dtype, self.raw.dtype)
         for start in range(0, self.n, chunk):
-            block = np.asarray(self.raw[start:start + chunk])
+            block = _read_rows(self.raw, start, start + chunk, self.origin)
             bad = int(np.count_nonzero(~np.isfinite(block)))
             if bad and first_bad is None:
                 first_bad = (start, start + len(block) - 1)
             n_bad += bad
             n_neg += int(np.count_nonzero(block < 0))
+            if not bad:
+                fit.add(block, start)
         if n_bad:
             raise DataError(f"diffraction data contain {n_bad} NaN or inf values "
                             f"(first in patterns {first_bad[0]}..{first_bad[1]})")
         if n_neg:
             raise DataError(f"diffraction data contain {n_neg} negative values; counts must be >= 0 "
                             f"(subtract the dark reference and clip at 0 first)")
+        fit.check(self.origin, self.prep)
 
     # ------------------------------------------------------------------ access
     def _read(self, idx):
@@ -371,26 +646,44 @@ class SignalSource(_Source):
     dataset : ndarray (N, M) or None
         Signals in memory (never modified).
     dtype : float dtype of the returned batches
+    expected_n : int or None
+        Number of measurements the caller expects (rows of ``positions``),
+        checked before the signals are read.
+    allow_external_hdf5 : bool
+        See :func:`hdf5_dataset`.
 
     Raises
     ------
     DataError
-        Missing file or dataset, wrong rank, non-finite values.
+        Missing file or dataset, wrong rank, not real numbers, non-finite
+        values, more signals than host memory holds, a file that cannot be read.
+    PyptyParameterError
+        ``expected_n`` differs from the declared number (parameter 'positions').
     """
 
-    def __init__(self, data_path="", dataset=None, dtype=np.float64):
+    def __init__(self, data_path="", dataset=None, dtype=np.float64, expected_n=None, allow_external_hdf5=False):
         if dataset is not None:
             raw, self.origin = np.asarray(dataset), "array"
         elif data_path:
             self.origin = str(data_path)
-            raw, self._h5 = open_measurements(str(data_path))
+            raw, self._h5 = open_measurements(str(data_path), allow_external_hdf5)
         else:
             raise DataError("no data: set 'data_path' (an .h5 or .npy file) or 'dataset' (an array)")
         try:
             if raw.ndim != 2:
-                raise DataError(f"compressed data (algorithm 'lsq_compressed') must be 2D (N, n_masks); got "
-                                f"shape {tuple(raw.shape)}")
-            self.signals = np.asarray(raw[...], dtype=dtype)
+                raise DataError(f"compressed data (algorithm 'lsq_compressed', {_what(self.origin)}) must be 2D "
+                                f"(N, n_masks); got shape {tuple(raw.shape)}")
+            _check_declared(raw, self.origin, expected_n, 2)
+            if not (np.issubdtype(raw.dtype, np.number) and not np.issubdtype(raw.dtype, np.complexfloating)):
+                raise DataError(f"compressed data of {_what(self.origin)} must be real numbers, got dtype {raw.dtype}")
+            if min(raw.shape) < 1:
+                raise DataError(f"{_what(self.origin)} holds no signals: shape {tuple(raw.shape)}")
+            need = int(np.prod(raw.shape, dtype=np.float64)) * max(np.dtype(dtype).itemsize, raw.dtype.itemsize)
+            avail = _memory.host_memory_bytes()
+            if need > avail:
+                raise DataError(f"{_what(self.origin)}: the compressed data {tuple(raw.shape)} take about "
+                                f"{need / 2**30:.3g} GiB, more than the {avail / 2**30:.3g} GiB of available host memory")
+            self.signals = np.asarray(_read_rows(raw, 0, int(raw.shape[0]), self.origin), dtype=dtype)
         finally:
             self.close()
         if not np.all(np.isfinite(self.signals)):

@@ -261,11 +261,17 @@ def pypty_params_from_dataset(data_path, **overrides):
     """
     import h5py
 
-    with h5py.File(data_path, "r") as f:
-        if "data" not in f:
-            raise CalibrationError(f"data_path {data_path!r} has no dataset 'data'")
-        shape = f["data"].shape
-        attrs = dict(f.attrs)
+    from ..data.sources import hdf5_dataset
+
+    try:
+        with h5py.File(data_path, "r") as f:
+            if "data" not in f:
+                raise CalibrationError(f"data_path {data_path!r} has no dataset 'data'")
+            shape = hdf5_dataset(f, "data", data_path, "data_path", bool(overrides.get("allow_external_hdf5", False)),
+                                 CalibrationError).shape
+            attrs = dict(f.attrs)
+    except OSError as exc:
+        raise CalibrationError(f"data_path {data_path!r} is not a readable HDF5 file: {exc}") from exc
     if len(shape) != 3:
         raise CalibrationError(f"'data' in {data_path!r} must be 3D (N, ky, kx), got shape {shape}")
     kw = {"detector_shape": shape[1:]}

@@ -33,11 +33,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 
 import h5py
 import numpy as np
 
 from .. import __version__
+from ..data.sources import _link_to_other_file, hdf5_dataset
 
 __all__ = ["DatasetError", "open_4dstem", "create_dataset", "EMPAD_FRAME_SHAPE"]
 
@@ -58,6 +60,13 @@ class _Frames:
         self.origin = origin
         self._close = close
         shape = tuple(int(s) for s in arr.shape)
+        if scan_shape is not None:
+            try:
+                scan_shape = tuple(int(s) for s in scan_shape)
+            except (TypeError, ValueError):
+                raise DatasetError(f"scan_shape must be two ints (scan_y, scan_x), got {scan_shape!r}") from None
+        if len(shape) in (3, 4) and min(shape) < 1:
+            raise DatasetError(f"{origin!r} holds no patterns: shape {shape}")
         if len(shape) == 4:
             if scan_shape is not None and tuple(scan_shape) != shape[:2]:
                 raise DatasetError(f"scan_shape {tuple(scan_shape)} does not match the scan axes {shape[:2]} "
@@ -79,16 +88,24 @@ class _Frames:
                 raise DatasetError(f"scan_shape {scan_shape} does not fit {self.n} patterns in {origin!r}")
         self.scan_shape = scan_shape
 
+    def _read(self, start, stop, first):
+        try:
+            return np.asarray(self.arr[start:stop], dtype=np.float64)
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:  # damaged file, missing filter
+            last = min(stop, self.arr.shape[0]) - 1
+            what = f"patterns from {first}" if self.ndim == 4 else f"patterns {start}..{last}"
+            raise DatasetError(f"source {self.origin!r}: cannot read {what}: {exc}") from exc
+
     def chunks(self, chunk_size):
         """Yield float64 arrays (B, ky, kx) in scan order."""
         if self.ndim == 3:
             for i in range(0, self.n, chunk_size):
-                yield np.asarray(self.arr[i:i + chunk_size], dtype=np.float64)
+                yield self._read(i, i + chunk_size, i)
         else:
             sx = self.arr.shape[1]
             rows = max(1, chunk_size // sx)
             for r in range(0, self.arr.shape[0], rows):
-                block = np.asarray(self.arr[r:r + rows], dtype=np.float64)
+                block = self._read(r, r + rows, r * sx)
                 yield block.reshape((-1,) + block.shape[2:])
 
     def close(self):
@@ -110,7 +127,7 @@ def _rsciio_reader(ext):
     return None
 
 
-def open_4dstem(path, dataset_path=None, scan_shape=None, rsciio_kwargs=None):
+def open_4dstem(path, dataset_path=None, scan_shape=None, rsciio_kwargs=None, allow_external_hdf5=False):
     """Open a 4D-STEM file lazily.
 
     Parameters
@@ -124,6 +141,10 @@ def open_4dstem(path, dataset_path=None, scan_shape=None, rsciio_kwargs=None):
         positions are to be built from it, checked against 4D files.
     rsciio_kwargs : dict or None
         Extra keyword arguments for the rosettasciio ``file_reader``.
+    allow_external_hdf5 : bool
+        HDF5 only: accept a dataset kept in other files (external link,
+        external raw storage, virtual dataset with sources in other files);
+        refused by default (see :func:`pypty.data.sources.hdf5_dataset`).
 
     Returns
     -------
@@ -133,24 +154,35 @@ def open_4dstem(path, dataset_path=None, scan_shape=None, rsciio_kwargs=None):
     Raises
     ------
     DatasetError
-        Missing file, unknown extension, wrong rank or size, no rosettasciio.
+        Missing file, unknown extension, unreadable file, wrong rank or
+        size, data kept in other files (HDF5), no rosettasciio, an error of
+        the rosettasciio reader; every message names the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise DatasetError(f"source {path!r} does not exist")
+        raise DatasetError(f"source {path!r} does not exist" + (" (a folder)" if os.path.isdir(path) else ""))
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if ext == "npy":
-        return _Frames(np.load(path, mmap_mode="r"), scan_shape, path)
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise DatasetError(f"source {path!r} is not a readable .npy file: {exc}") from exc
+        return _Frames(arr, scan_shape, path)
     if ext in ("h5", "hdf5", "hdf"):
         name = "data" if dataset_path is None else str(dataset_path)
-        f = h5py.File(path, "r")
-        if name not in f or not isinstance(f[name], h5py.Dataset):
-            found = []
-            f.visit(lambda k: found.append(k) if isinstance(f[k], h5py.Dataset) else None)
-            f.close()
-            raise DatasetError(f"dataset_path {name!r} is not a dataset in {path!r}; datasets found: {found}")
         try:
-            return _Frames(f[name], scan_shape, path, close=f.close)
+            f = h5py.File(path, "r")
+        except OSError as exc:
+            raise DatasetError(f"source {path!r} is not a readable HDF5 file: {exc}") from exc
+        try:
+            if not allow_external_hdf5 and _link_to_other_file(f, name) is not None:  # before "in" follows it
+                hdf5_dataset(f, name, path, "source", False, DatasetError)  # raises, naming the link
+            if name not in f or not isinstance(f.get(name), h5py.Dataset):  # get: None for a dangling link
+                found = []
+                f.visititems(lambda k, v: found.append(k) if isinstance(v, h5py.Dataset) else None)
+                raise DatasetError(f"dataset_path {name!r} is not a dataset in {path!r}; datasets found: {found}")
+            return _Frames(hdf5_dataset(f, name, path, "source", allow_external_hdf5, DatasetError), scan_shape,
+                           path, close=f.close)
         except BaseException:
             f.close()
             raise
@@ -163,7 +195,10 @@ def open_4dstem(path, dataset_path=None, scan_shape=None, rsciio_kwargs=None):
         n = size // frame_bytes
         if scan_shape is None:
             raise DatasetError(f"scan_shape is needed for the EMPAD file {path!r} ({n} frames)")
-        mm = np.memmap(path, dtype="<f4", mode="r", shape=(n,) + EMPAD_FRAME_SHAPE)
+        try:
+            mm = np.memmap(path, dtype="<f4", mode="r", shape=(n,) + EMPAD_FRAME_SHAPE)
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"source {path!r}: cannot map the EMPAD file: {exc}") from exc
         return _Frames(mm[:, :128, :], scan_shape, path)
     reader = _rsciio_reader(ext)
     if reader is None:
@@ -171,8 +206,12 @@ def open_4dstem(path, dataset_path=None, scan_shape=None, rsciio_kwargs=None):
                            f"(pip install rosettasciio) does not read it or is not installed")
     kwargs = dict(rsciio_kwargs or {})
     kwargs.setdefault("lazy", True)
-    signals = reader(path, **kwargs)
-    signals = [s for s in signals if np.ndim(s["data"]) in (3, 4)]
+    try:
+        signals = reader(path, **kwargs)
+        signals = [s for s in signals if np.ndim(s["data"]) in (3, 4)]
+    except Exception as exc:  # the reader's own errors (a damaged file, wrong rsciio_kwargs)
+        raise DatasetError(f"source {path!r}: rosettasciio could not read it "
+                           f"({type(exc).__name__}: {exc}); check the file and rsciio_kwargs") from exc
     if not signals:
         raise DatasetError(f"rosettasciio found no 3D or 4D signal in {path!r}")
     return _Frames(signals[0]["data"], scan_shape, path)
@@ -252,7 +291,7 @@ def create_dataset(source, output_path, *, dataset_path=None, scan_shape=None, t
                    dtype="float32", acc_voltage_kV=None, semiangle_mrad=None, scan_step_A=None,
                    scan_rotation_deg=0.0, detector_pixel_mrad=None, detector_pixel_inv_A=None,
                    bright_field_radius_px=None, extra_attrs=None, chunk_size=256, overwrite=False,
-                   rsciio_kwargs=None):
+                   rsciio_kwargs=None, allow_external_hdf5=False):
     """Write a pypty dataset (``.h5``) from a raw 4D-STEM file or array, chunk by chunk.
 
     Parameters
@@ -262,7 +301,7 @@ def create_dataset(source, output_path, *, dataset_path=None, scan_shape=None, t
         (scan_y, scan_x, ky, kx), real numbers (counts).
     output_path : str or os.PathLike
         The ``.h5`` file to write (atomically: temp file, then rename).
-    dataset_path, scan_shape, rsciio_kwargs
+    dataset_path, scan_shape, rsciio_kwargs, allow_external_hdf5
         See :func:`open_4dstem`.  ``scan_shape`` (scan_y, scan_x) is stored
         as an attribute (from the 4D shape when not given).
     transpose_detector, flip_ky, flip_kx : bool
@@ -282,7 +321,9 @@ def create_dataset(source, output_path, *, dataset_path=None, scan_shape=None, t
         pattern (each pattern then sums to about 1); a float: multiply (e.g.
         1 / detector counts per electron).
     dtype : str or numpy dtype
-        Stored dtype; integer dtypes are rounded and must hold the values.
+        Stored dtype; integer dtypes are rounded (with a warning stating the
+        largest change when values were not whole numbers) and must hold
+        the values.
     acc_voltage_kV, semiangle_mrad, scan_step_A, scan_rotation_deg : float or None
         Acquisition metadata (kV, mrad, Å, degrees), stored as attributes.
     detector_pixel_mrad, detector_pixel_inv_A, bright_field_radius_px : float or None
@@ -305,7 +346,7 @@ def create_dataset(source, output_path, *, dataset_path=None, scan_shape=None, t
     DatasetError
         Naming the argument: unreadable source, bad option, crop outside
         the detector, bin not dividing, values not fitting ``dtype``, NaN/inf,
-        output exists.
+        output exists or cannot be written, ``extra_attrs`` HDF5 cannot store.
     """
     out = os.fspath(output_path)
     if os.path.exists(out) and not overwrite:
@@ -343,7 +384,7 @@ def create_dataset(source, output_path, *, dataset_path=None, scan_shape=None, t
     if isinstance(source, np.ndarray):
         frames = _Frames(source, scan_shape, "array")
     elif isinstance(source, (str, os.PathLike)):
-        frames = open_4dstem(source, dataset_path, scan_shape, rsciio_kwargs)
+        frames = open_4dstem(source, dataset_path, scan_shape, rsciio_kwargs, allow_external_hdf5)
     else:
         raise DatasetError(f"source must be a file path or a numpy array, got {type(source).__name__}")
     try:
@@ -388,9 +429,13 @@ def _convert(frames, out, meta, calib, extra_attrs, orient, center, pad, normali
     info = np.iinfo(out_dt) if out_dt.kind in "iu" else None
 
     folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out) + ".", suffix=".tmp", dir=folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out) + ".", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise DatasetError(f"output_path {out!r} cannot be written: {exc}") from exc
     os.close(fd)
+    rounded = [0.0, None]  # largest change by the rounding to an integer dtype, and its first pattern
     try:
         with h5py.File(tmp, "w") as f:
             dset = f.create_dataset("data", shape=shape, dtype=out_dt,
@@ -403,7 +448,12 @@ def _convert(frames, out, meta, calib, extra_attrs, orient, center, pad, normali
                 if factor != 1.0:
                     c = c * factor
                 if info is not None:
-                    c = np.rint(c)
+                    r = np.rint(c)
+                    change = float(np.max(np.abs(r - c))) if c.size else 0.0
+                    if change > rounded[0]:
+                        rounded[0] = change
+                        rounded[1] = rounded[1] if rounded[1] is not None else i
+                    c = r
                     if c.min() < info.min or c.max() > info.max:
                         raise DatasetError(f"dtype {out_dt}: values {c.min():g}..{c.max():g} do not fit; "
                                            f"choose a float dtype or another normalize")
@@ -430,12 +480,27 @@ def _convert(frames, out, meta, calib, extra_attrs, orient, center, pad, normali
                 if isinstance(val, (str, int, float, np.number, np.ndarray)):
                     attrs[str(key)] = val
                 else:
-                    attrs[str(key)] = json.dumps(val)
+                    try:
+                        attrs[str(key)] = json.dumps(val)
+                    except (TypeError, ValueError) as exc:
+                        raise DatasetError(f"extra_attrs[{key!r}]: {type(val).__name__} is neither a number, "
+                                           f"string or array nor JSON-serialisable: {exc}") from exc
             for key, val in attrs.items():
-                f.attrs[key] = val
+                try:
+                    f.attrs[key] = val
+                except (TypeError, ValueError) as exc:
+                    raise DatasetError(f"extra_attrs[{key!r}]: HDF5 cannot store {val!r:.80}: {exc}") from exc
         os.replace(tmp, out)
+    except OSError as exc:  # disk full, file system errors
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise DatasetError(f"output_path {out!r} could not be written: {exc}") from exc
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if rounded[0] > 0:
+        warnings.warn(f"create_dataset: dtype {out_dt} stores whole numbers; values were rounded, the largest "
+                      f"change {rounded[0]:.3g} counts (first in the chunk starting at pattern {rounded[1]}). "
+                      f"Use a float dtype to keep them", stacklevel=2)
     return out

@@ -25,14 +25,62 @@ import numpy as np
 from numpy.polynomial import hermite as _hermite
 
 from ..data import PatternSource, Preprocessing
+from ..data.memory import host_memory_bytes
 from ..operators.optics import aberration_phase, aberrations_as_dict, electron_wavelength_A, spatial_frequencies
 from ..parameters import parameter_error as _err, validate
 
 __all__ = ["make_probe", "aperture_from_binary", "probe_from_beam", "hermite_modes", "defocus_spread_probe",
-           "probe_from_parameters", "initial_probe"]
+           "probe_from_parameters", "initial_probe", "check_hermite_orders", "HERMITE_MAX_WORK"]
 
 #: Power of every higher Hermite mode relative to the first mode at the start.
 HERMITE_MODE_POWER = 0.1
+#: Largest cost of building Hermite modes (:func:`check_hermite_orders`), in operations on window pixels.
+#: Measured about 3e-9 s each on one core: the limit is about half a minute.
+HERMITE_MAX_WORK = 1e10
+
+
+def _hermite_work(nx, ny, window_yx):
+    """Operations to build nx * ny Hermite modes: Gram-Schmidt (M^2/2 passes) and the polynomials (Clenshaw)."""
+    m = nx * ny
+    return (m * m / 2 + 4 * m * (nx + ny)) * float(window_yx[0]) * float(window_yx[1])
+
+
+def check_hermite_orders(orders, window_yx):
+    """``n_hermite_probe_modes`` as ints (nx, ny), refusing orders that add nothing or take too long to build.
+
+    An order above the window's pixels along its axis gives polynomials that
+    are linear combinations of the lower ones on those pixels (zero after the
+    orthogonalisation).  The Gram-Schmidt orthogonalisation of M = nx * ny
+    modes costs about M^2/2 passes over the window (quadratic in M): more
+    than :data:`HERMITE_MAX_WORK` operations are refused instead of running
+    for minutes to hours.
+
+    Raises
+    ------
+    PyptyParameterError
+        Not a pair of ints >= 1, an order above the window size, or too many modes.
+    """
+    try:
+        nx, ny = (int(v) for v in orders)
+    except (TypeError, ValueError):
+        raise _err("n_hermite_probe_modes", f"expected a pair of ints (nx, ny), got {orders!r}") from None
+    if nx < 1 or ny < 1:
+        raise _err("n_hermite_probe_modes", f"orders (nx, ny) must be >= 1, got {tuple(orders)}")
+    wy, wx = (int(v) for v in window_yx)
+    if nx > wx or ny > wy:
+        raise _err("n_hermite_probe_modes", f"orders (nx, ny) = ({nx}, {ny}) exceed the probe window {wy} x {wx} px "
+                                            f"(y x x): on that many pixels, polynomials of higher order are "
+                                            f"combinations of lower ones and add nothing")
+    work = _hermite_work(nx, ny, (wy, wx))
+    if work > HERMITE_MAX_WORK:
+        k = 1
+        while _hermite_work(k + 1, k + 1, (wy, wx)) <= HERMITE_MAX_WORK:
+            k += 1
+        raise _err("n_hermite_probe_modes", f"({nx}, {ny}) asks for {nx * ny} modes on a {wy} x {wx} px window; "
+                                            f"building and orthogonalising them takes about {work:.2g} operations "
+                                            f"(limit {HERMITE_MAX_WORK:.0g}, about half a minute): use fewer modes, "
+                                            f"e.g. ({k}, {k}) or less")
+    return nx, ny
 
 
 def _append_mode(modes, cand, power):
@@ -84,16 +132,29 @@ def make_probe(shape_yx, pixel_size_A, acc_voltage_kV, semiangle_mrad, aberratio
 
     Raises
     ------
-    ValueError
-        Non-positive semi-angle, intensity or mode count, or bad aberrations.
+    PyptyParameterError (a ValueError)
+        Non-positive semi-angle, intensity or mode count, a window that is
+        not two sizes >= 1 or would not fit in host memory, or bad aberrations.
     """
     if not semiangle_mrad > 0:
-        raise ValueError(f"semiangle_mrad must be > 0, got {semiangle_mrad!r}")
+        raise _err("semiangle_mrad", f"must be > 0, got {semiangle_mrad!r}")
     if not intensity > 0:
-        raise ValueError(f"intensity must be > 0, got {intensity!r}")
-    if int(n_modes) < 1:
-        raise ValueError(f"n_modes must be >= 1, got {n_modes!r}")
-    ny, nx = (int(s) for s in shape_yx)
+        raise _err("intensity", f"must be > 0, got {intensity!r}")
+    try:
+        n_modes = int(n_modes)
+        ny, nx = (int(s) for s in shape_yx)
+    except (TypeError, ValueError):
+        raise _err("shape_yx", f"expected two ints (Y, X) and an int n_modes, got {shape_yx!r} and {n_modes!r}") \
+            from None
+    if n_modes < 1:
+        raise _err("n_modes", f"must be >= 1, got {n_modes!r}")
+    if ny < 1 or nx < 1:
+        raise _err("shape_yx", f"must be two sizes >= 1 px, got {tuple(shape_yx)}")
+    need = 16.0 * ny * nx * (n_modes + 8)  # the modes and the temporaries of one (frequencies, aperture, phase)
+    avail = host_memory_bytes()
+    if need > avail:
+        raise _err("shape_yx", f"a {ny} x {nx} px probe with {n_modes} modes needs about {need / 2**30:.3g} GiB, "
+                               f"more than the {avail / 2**30:.3g} GiB of available host memory")
     pix = np.broadcast_to(np.asarray(pixel_size_A, dtype=float), (2,))
     lam = electron_wavelength_A(acc_voltage_kV)
     ky, kx = spatial_frequencies((ny, nx), pix)
@@ -189,12 +250,14 @@ def hermite_modes(probe, orders):
     Raises
     ------
     PyptyParameterError
-        Orders not >= 1, or a zero probe.
+        Orders not >= 1, above the window size or too many to build in
+        reasonable time (:func:`check_hermite_orders`), polynomials that
+        overflow, or a zero probe.
     """
-    nx, ny = (int(v) for v in orders)
-    if nx < 1 or ny < 1:
-        raise _err("n_hermite_probe_modes", f"orders (nx, ny) must be >= 1, got {tuple(orders)}")
     psi = np.asarray(probe, dtype=np.complex128)
+    if psi.ndim != 2:
+        raise _err("probe", f"Hermite modes need a 2D probe (Y, X), got shape {psi.shape}")
+    nx, ny = check_hermite_orders(orders, psi.shape)
     w = np.abs(psi) ** 2
     tot = w.sum()
     if not tot > 0:
@@ -204,15 +267,21 @@ def hermite_modes(probe, orders):
     sy = max(np.sqrt((w * (yy - cy) ** 2).sum() / tot), 1e-3)
     sx = max(np.sqrt((w * (xx - cx) ** 2).sum() / tot), 1e-3)
     modes = []
-    for n in range(ny):
-        for m in range(nx):
-            hy = _hermite.hermval((yy - cy) / sy, np.eye(n + 1)[n])
-            hx = _hermite.hermval((xx - cx) / sx, np.eye(m + 1)[m])
-            if modes:
-                _append_mode(modes, psi * hy * hx, tot)
-            else:
-                modes.append(psi * hy * hx)  # orders (0, 0): the probe itself
-    return np.stack(modes, axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, naming the parameter
+        for n in range(ny):
+            for m in range(nx):
+                hy = _hermite.hermval((yy - cy) / sy, np.eye(n + 1)[n])
+                hx = _hermite.hermval((xx - cx) / sx, np.eye(m + 1)[m])
+                if modes:
+                    _append_mode(modes, psi * hy * hx, tot)
+                else:
+                    modes.append(psi * hy * hx)  # orders (0, 0): the probe itself
+    out = np.stack(modes, axis=-1)
+    if not np.all(np.isfinite(out)):
+        raise _err("n_hermite_probe_modes", f"orders ({nx}, {ny}): the Hermite polynomials overflow on this "
+                                            f"{psi.shape[0]} x {psi.shape[1]} px window (probe rms widths "
+                                            f"{sy:.3g} x {sx:.3g} px); use lower orders")
+    return out
 
 
 def defocus_spread_probe(beam_k, pixel_size_yx_A, acc_voltage_kV, defoci_A, aberrations=None,
@@ -313,7 +382,8 @@ def initial_probe(pypty_params):
     ddt = np.dtype(p["force_dataset_dtype"]) if p["force_dataset_dtype"] is not None else np.float64
     prep = Preprocessing(multiplier=float(p["data_multiplier"]), pad=int(p["data_pad"]), bin=int(p["data_bin"]),
                          flip_ky=bool(p["flip_ky"]), shift=tuple(float(v) for v in p["data_shift_vector"]))
-    src = PatternSource(p["data_path"], p["dataset"], prep, ddt, load_one_by_one=True, scan_size=p["scan_size"])
+    src = PatternSource(p["data_path"], p["dataset"], prep, ddt, load_one_by_one=True, scan_size=p["scan_size"],
+                        allow_external_hdf5=bool(p.get("allow_external_hdf5", False)))
     try:
         mean = src.mean_pattern()
         win = src.pattern_shape

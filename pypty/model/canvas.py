@@ -12,7 +12,46 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ensure_margin", "windows_outside", "pad_canvas"]
+__all__ = ["canvas_geometry", "ensure_margin", "windows_outside", "pad_canvas", "far_positions", "OUTLIER_FACTOR"]
+
+#: A position is "far" when it lies more than this many robust scan extents outside the scan (:func:`far_positions`).
+OUTLIER_FACTOR = 3.0
+
+
+def canvas_geometry(canvas_yx, positions, window_yx, margin, crop=False):
+    """The integer shift (2,) and the canvas size (Ny, Nx) :func:`ensure_margin` gives, without building it.
+
+    ``canvas_yx``: current canvas (Ny, Nx); the other arguments as for :func:`ensure_margin`.
+    """
+    pos_np = np.asarray(positions.get() if hasattr(positions, "get") else positions)
+    lo = pos_np.min(axis=0)
+    hi = np.floor(pos_np.max(axis=0) + 0.5)
+    shift = np.ceil(margin - lo).astype(int)
+    if not crop:
+        shift = np.maximum(shift, 0)
+    ny, nx = (int(v) for v in canvas_yx)
+    need = (int(hi[0] + shift[0]) + window_yx[0] + margin, int(hi[1] + shift[1]) + window_yx[1] + margin)
+    return shift, (max(ny + int(shift[0]), need[0]), max(nx + int(shift[1]), need[1]))
+
+
+def far_positions(positions, window_yx, factor=OUTLIER_FACTOR):
+    """Indices of positions far outside the scan, and the scan's robust box ``(lo, hi)`` (2,) px.
+
+    The robust box spans the 25th to 75th percentile of the positions along
+    each axis (a few wild positions do not move it); its extent ``E`` is its
+    larger side, at least the larger window size.  A position more than
+    ``factor * E`` outside the box (along either axis) is far.  A grid scan
+    has none: its extreme positions lie 0.5 E outside the box; with the
+    default factor 3 a position is far when it lies more than about 1.5 scan
+    widths beyond the scan's edge.
+    """
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+    if len(pos) < 4:
+        return np.zeros(0, dtype=np.int64), pos.min(axis=0), pos.max(axis=0)
+    lo, hi = np.percentile(pos, 25, axis=0), np.percentile(pos, 75, axis=0)
+    extent = max(float(np.max(hi - lo)), float(max(window_yx)))
+    out = np.maximum(lo - pos, pos - hi).max(axis=1)
+    return np.flatnonzero(out > factor * extent), lo, hi
 
 
 def ensure_margin(xp, obj, positions, window_yx, margin, crop=False):
@@ -32,15 +71,8 @@ def ensure_margin(xp, obj, positions, window_yx, margin, crop=False):
     obj, positions, shift : the new canvas (new pixels are ones, i.e.
     vacuum), the positions in it, and the integer shift (2,) added to them.
     """
-    pos_np = np.asarray(positions.get() if hasattr(positions, "get") else positions)
-    lo = pos_np.min(axis=0)
-    hi = np.floor(pos_np.max(axis=0) + 0.5)
-    shift = np.ceil(margin - lo).astype(int)
-    if not crop:
-        shift = np.maximum(shift, 0)
     ny, nx = obj.shape[-2:]
-    need = (int(hi[0] + shift[0]) + window_yx[0] + margin, int(hi[1] + shift[1]) + window_yx[1] + margin)
-    new = (max(ny + shift[0], need[0]), max(nx + shift[1], need[1]))
+    shift, new = canvas_geometry((ny, nx), positions, window_yx, margin, crop)
     if tuple(shift) == (0, 0) and new == (ny, nx):
         return obj, positions, shift
     out = xp.ones(obj.shape[:-2] + new, dtype=obj.dtype)

@@ -28,6 +28,7 @@ from ..parameters import parameter_error as _err
 from ..parameters.epoch_eval import EpochExpression
 from ..parameters.schedule import may_be_on
 from .canvas import ensure_margin
+from .limits import check_sizes
 from .multislice import MultisliceModel
 from .refinables import tilt_types_for_mode
 
@@ -99,7 +100,10 @@ def build_setup(p: dict, bk, log=None, keep_canvas=False) -> Setup:
     PyptyParameterError
         Shapes or settings that do not fit together (probe vs patterns,
         positions vs data, object slices vs ``num_slices``, markers, tilts
-        outside ``tilt_mode``, masks without ``lsq_compressed``, ...).
+        outside ``tilt_mode``, masks without ``lsq_compressed``, ...);
+        positions far outside the scan, or a canvas, probe modes or window
+        that would not fit in memory, refused from the data's header before
+        the data are read (:func:`pypty.model.limits.check_sizes`).
     pypty.data.DataError
         Unusable data.
     """
@@ -108,15 +112,18 @@ def build_setup(p: dict, bk, log=None, keep_canvas=False) -> Setup:
     rdt = np.dtype(np.float64 if cdt == np.complex128 else np.float32)
     ddt = np.dtype(p["force_dataset_dtype"]) if p["force_dataset_dtype"] is not None else rdt
     compressed = p["algorithm"] == "lsq_compressed"
+    # sizes are checked against the data's header before the data are read (pypty/model/limits.py)
+    n_pos, external = int(np.shape(p["positions"])[0]), bool(p.get("allow_external_hdf5", False))
     if compressed:
-        source = SignalSource(p["data_path"], p["dataset"], ddt)
+        source = SignalSource(p["data_path"], p["dataset"], ddt, expected_n=n_pos, allow_external_hdf5=external)
     else:
         prep = Preprocessing(multiplier=float(p["data_multiplier"]), pad=int(p["data_pad"]),
                              bin=int(p["data_bin"]), flip_ky=bool(p["flip_ky"]),
                              shift=tuple(float(v) for v in p["data_shift_vector"]))
         source = PatternSource(p["data_path"], p["dataset"], prep, ddt,
                                load_one_by_one=bool(p["load_one_by_one"]) and not bool(p["preload_to_cpu"]),
-                               scan_size=p["scan_size"])
+                               scan_size=p["scan_size"], expected_n=n_pos, allow_external_hdf5=external,
+                               check_header=lambda n, shape: check_sizes(p, bk, n, shape, cdt, keep_canvas))
     try:
         return _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas)
     except BaseException:
@@ -142,6 +149,7 @@ def _detector_shape(p, source, compressed):
 def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
     n = source.n
     detector = _detector_shape(p, source, compressed)
+    check_sizes(p, bk, n, detector, cdt, keep_canvas)  # far positions, memory (again for patterns: cheap)
     up = int(p["upsample_pattern"])
     near = p["recon_type"] == "near_field"
     win = (detector[0] * up, detector[1] * up)
@@ -192,11 +200,16 @@ def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
         bc = np.ones(n) if p["beam_current"] is None else np.array(p["beam_current"], dtype=np.float64)
         if bc.shape != (n,):
             raise _err("beam_current", f"expected shape ({n},) (one value per pattern), got {bc.shape}")
+        bad = ~(np.isfinite(bc) & (bc >= 0))  # NaN, inf or a negative current give a non-finite or negative loss
+        if np.any(bad):
+            i = int(np.flatnonzero(bad)[0])
+            raise _err("beam_current", f"must be finite and >= 0 (a relative current per pattern), got "
+                                       f"{int(bad.sum())} bad value(s), the first {float(bc[i])!r} at pattern {i}")
         arrays["beam_current"] = bk.asarray(bc)
     _background(p, arrays, kw, detector, compressed, bk)
     _aberrations(p, arrays, kw, n, bk)
     if p["phase_plate_in_h5"] is not None:
-        kw["phase_plates"] = _phase_plates(p["phase_plate_in_h5"], n, win, cdt)
+        kw["phase_plates"] = _phase_plates(p["phase_plate_in_h5"], n, win, cdt, bool(p["allow_external_hdf5"]))
     if near:
         df = np.atleast_1d(np.asarray(p["defocus_array"], dtype=float))
         if df.size not in (1, n):
@@ -338,19 +351,30 @@ def _aberrations(p, arrays, kw, n, bk):
     kw["n_aberrations"] = ab.shape[1]
 
 
-def _phase_plates(path, n, win, cdt):
+def _phase_plates(path, n, win, cdt, allow_external=False):
     import h5py
+
+    from ..data.sources import hdf5_dataset
+    from ..parameters import PyptyParameterError
 
     try:
         with h5py.File(path, "r") as fh:
             if "configs" not in fh:
                 raise _err("phase_plate_in_h5", f"{path!r} has no dataset 'configs' (found {list(fh.keys())})")
-            plates = np.asarray(fh["configs"][...])
+            plates = np.asarray(hdf5_dataset(fh, "configs", path, "phase_plate_in_h5", allow_external,
+                                             PyptyParameterError)[...])
     except OSError as exc:
         raise _err("phase_plate_in_h5", f"{path!r} is not a readable HDF5 file: {exc}") from exc
     if plates.shape != (n,) + tuple(win):
         raise _err("phase_plate_in_h5", f"dataset 'configs' must have shape ({n}, {win[0]}, {win[1]}), got "
                                         f"{plates.shape}")
+    if plates.dtype.kind not in "biufc":
+        raise _err("phase_plate_in_h5", f"dataset 'configs' of {path!r} must hold numbers, got dtype {plates.dtype}")
+    bad = ~np.isfinite(plates)
+    if np.any(bad):
+        i = np.unravel_index(int(np.flatnonzero(bad)[0]), plates.shape)
+        raise _err("phase_plate_in_h5", f"dataset 'configs' of {path!r} holds {int(bad.sum())} NaN or inf value(s), "
+                                        f"the first in the plate of pattern {int(i[0])}")
     if not np.iscomplexobj(plates):
         plates = np.exp(1j * plates.astype(float))  # real plates are phases in rad
     return np.fft.ifftshift(plates, axes=(-2, -1)).astype(cdt)

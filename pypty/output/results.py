@@ -27,8 +27,11 @@ Layout (``format = "pypty-results"``, ``format_version = 1``)::
 
 Every dataset is written with the HDF5 Fletcher-32 checksum filter, so silent
 corruption of stored data is detected on reading, and the file is written to a
-temporary name and renamed (:func:`pypty.output.atomic.atomic_path`), so the latest file
-is always complete.
+temporary name and renamed (:func:`pypty.output.atomic.atomic_stream`), so the latest file
+is always complete.  HDF5 writes through a guarded file object: a full disk or an
+exceeded quota raises :class:`pypty.output.atomic.OutputWriteError` naming the file (the
+previous file intact, no temporary left) instead of crashing HDF5's close; the free space
+is checked against the size of the arrays before writing.
 
 Public API: :class:`ResultsFileError`, :func:`write_results`,
 :func:`load_results`, :func:`validate_results`, :func:`params_from_results`,
@@ -43,8 +46,7 @@ import os
 import h5py
 import numpy as np
 
-from ..parameters import PARAMETERS
-from .atomic import atomic_path
+from .atomic import atomic_stream
 
 __all__ = ["ResultsFileError", "RESULTS_NAME", "FORMAT", "FORMAT_VERSION", "write_results", "load_results",
            "validate_results", "params_from_results", "results_path"]
@@ -124,6 +126,17 @@ def _write_restart(f, restart):
         _write_blocks(cg.create_group("g", track_order=True), cache["g"])
 
 
+def _nbytes(obj) -> int:
+    """Bytes of the arrays in a (nested) record: the size estimate checked against the free space."""
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    return 64
+
+
 def write_results(path: str, record: dict) -> str:
     """Write a results file atomically (temporary file in the same folder, then rename).
 
@@ -147,11 +160,15 @@ def write_results(path: str, record: dict) -> str:
 
     Raises
     ------
-    OSError
-        The folder is not writable (the previous file, if any, is untouched).
+    pypty.output.atomic.OutputWriteError
+        (an OSError) The file could not be written: folder not writable,
+        less free space than the arrays need, full disk or exceeded quota
+        during the write.  The message names the file; the previous file, if
+        any, is untouched and no temporary file is left.
     """
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+    size = int(1.05 * _nbytes(record)) + 2 ** 20  # data, checksums and HDF5 metadata
+    with atomic_stream(path, size) as fh:
+        with h5py.File(fh, "w") as f:
             f.attrs["format"], f.attrs["format_version"] = FORMAT, FORMAT_VERSION
             for k, v in record.get("attrs", {}).items():
                 if v is not None:
@@ -179,15 +196,32 @@ def write_results(path: str, record: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- reading
-def _read_blocks(group):
-    return {k: group[k][()] for k in group}
+def _read_ds(ds):
+    """Read a dataset, refusing one that declares more bytes than the available host memory (before reading)."""
+    if ds.shape is not None and h5py.check_string_dtype(ds.dtype) is None:
+        nbytes = math.prod(int(d) for d in ds.shape) * ds.dtype.itemsize
+        # psutil is imported only when a file is read
+        from ..data.memory import host_memory_bytes
+
+        avail = host_memory_bytes()
+        if nbytes > avail:
+            raise ResultsFileError(f"results file '{ds.file.filename}': dataset '{ds.name}' declares shape "
+                                   f"{tuple(ds.shape)} {ds.dtype} ({nbytes / 2**30:.3g} GiB), more than the "
+                                   f"{avail / 2**30:.3g} GiB of memory available: refused before reading it")
+    return ds[()]
 
 
-def _read_restart(g):
-    out = {"positions_canvas": g["positions_canvas"][()], "optimizer": None, "cache": None,
-           "blocks": _read_blocks(g["blocks"]) if "blocks" in g else {},
+def _read_blocks(group, read=_read_ds):
+    return {k: read(group[k]) for k in group}
+
+
+def _read_restart(g, read=_read_ds):
+    """The ``/restart`` group as a dict; ``read(dataset)`` reads each dataset (checks of
+    :mod:`pypty.output.restart` for ``restart_from``)."""
+    out = {"positions_canvas": read(g["positions_canvas"]), "optimizer": None, "cache": None,
+           "blocks": _read_blocks(g["blocks"], read) if "blocks" in g else {},
            "probe_part": str(_attr(g.attrs["probe_part"])) if "probe_part" in g.attrs else "",
-           "given_positions": g["given_positions"][()] if "given_positions" in g else None}
+           "given_positions": read(g["given_positions"]) if "given_positions" in g else None}
     if "optimizer" in g:
         og = g["optimizer"]
         hl = int(og.attrs["hist_length"])
@@ -195,8 +229,9 @@ def _read_restart(g):
         pairs = []
         for i in range(int(og.attrs["n_pairs"])):
             pg = og[f"pair_{i:04d}"]
-            pairs.append({"s": _read_blocks(pg["s"]), "y": _read_blocks(pg["y"]), "rho": float(pg.attrs["rho"]),
-                          "gamma": float(pg.attrs["gamma"]), "gamma_k": json.loads(pg.attrs["gamma_k"])})
+            pairs.append({"s": _read_blocks(pg["s"], read), "y": _read_blocks(pg["y"], read),
+                          "rho": float(pg.attrs["rho"]), "gamma": float(pg.attrs["gamma"]),
+                          "gamma_k": json.loads(pg.attrs["gamma_k"])})
         out["optimizer"] = {"hist_length": math.inf if hl < 0 else hl, "bb_gamma": None if math.isnan(bb) else bb,
                             "signature": json.loads(og.attrs["signature"]),
                             "last_reset_reason": str(og.attrs["last_reset_reason"]), "pairs": pairs}
@@ -206,7 +241,7 @@ def _read_restart(g):
                         "subpixel": bool(cg.attrs["subpixel"]), "f": float(cg.attrs["f"]),
                         "terms": str(_attr(cg.attrs["terms"])) if "terms" in cg.attrs else "()",
                         "parts": json.loads(cg.attrs["parts"]) if "parts" in cg.attrs else None,
-                        "sequence": cg["sequence"][()], "g": _read_blocks(cg["g"])}
+                        "sequence": read(cg["sequence"]), "g": _read_blocks(cg["g"], read)}
     return out
 
 
@@ -266,7 +301,8 @@ def load_results(path: str, restart_state: bool = True) -> dict:
         No such file.
     ResultsFileError
         Truncated/corrupted HDF5, a failed checksum, not a pypty results
-        file, or an incomplete file; the message names the file.
+        file, an incomplete file, or a dataset declaring more bytes than the
+        available memory (refused before reading); the message names the file.
     """
     path = results_path(path)
     f = _open(path)
@@ -275,14 +311,14 @@ def load_results(path: str, restart_state: bool = True) -> dict:
             out = {"path": os.path.abspath(path), "attrs": {k: _attr(v) for k, v in f.attrs.items()},
                    "arrays": _read_blocks(f["arrays"]),
                    "initial": _read_blocks(f["initial"]) if "initial" in f else {},
-                   "position_offset": f["position_offset"][()],
-                   "loss": {k: (f["loss"][k].asstr()[()] if f["loss"][k].dtype.kind == "O" else f["loss"][k][()])
-                            for k in f["loss"]},
+                   "position_offset": _read_ds(f["position_offset"]),
+                   "loss": {k: (f["loss"][k].asstr()[()] if f["loss"][k].dtype.kind == "O"
+                                else _read_ds(f["loss"][k])) for k in f["loss"]},
                    "convergence": _read_blocks(f["convergence"]) if "convergence" in f else {},
                    "params": json.loads(f["params"].asstr()[()]),
                    "provenance": json.loads(f["provenance"].asstr()[()]),
                    "timing": {k: _attr(v) for k, v in f["timing"].attrs.items()} if "timing" in f else {},
-                   "positions_canvas": (f["restart/positions_canvas"][()] if "restart/positions_canvas" in f
+                   "positions_canvas": (_read_ds(f["restart/positions_canvas"]) if "restart/positions_canvas" in f
                                         else None),
                    "restart": _read_restart(f["restart"]) if restart_state and "restart" in f else None}
     except (OSError, KeyError, ValueError) as exc:
@@ -313,8 +349,9 @@ def params_from_results(path: str) -> dict:
     dict
         ``obj`` (y, x, slices, modes), ``probe`` (y, x, modes), ``positions``
         (N, 2) px indexing the saved object (as returned by the run), every further
-        saved array whose name is a
-        pypty parameter, ``epoch_prev`` (epochs done, so epoch-dependent
+        saved refinable array (:data:`pypty.model.refinables.REFINABLES`: tilts,
+        beam_current, static_background, aberrations_array; any other dataset
+        under ``/arrays/`` is ignored), ``epoch_prev`` (epochs done, so epoch-dependent
         parameters continue) and ``parent_results`` (the absolute path, so
         the new run inherits the provenance history).  If the parent used
         ``use_full_FOV=False`` (``position_offset`` non-zero) the saved object
@@ -329,10 +366,12 @@ def params_from_results(path: str) -> dict:
     FileNotFoundError, ResultsFileError
         As :func:`load_results`.
     """
+    from ..model.refinables import ARRAY_NAMES  # a lower layer, imported when used
+
     res = load_results(path, restart_state=False)
     out = {}
     for name, arr in res["arrays"].items():
-        if name in PARAMETERS:
+        if name in ARRAY_NAMES:  # refinable arrays only: nothing else in a file may set a parameter
             out[name] = arr
     out["epoch_prev"] = int(res["attrs"]["epochs_done"])
     out["parent_results"] = res["path"]

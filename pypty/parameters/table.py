@@ -51,6 +51,10 @@ _TABLE = [
            "the patterns, for compressed data (N, n_masks) with algorithm 'lsq_compressed': the "
            "model patterns are projected onto the masks; None for ordinary patterns.",
            _array(ndim=3, kinds="iuf", optional=True, finite=True), supported=True),
+        _p("allow_external_hdf5", False, "bool", "pypty extension: accept HDF5 inputs whose data are kept "
+           "in other files (external links, external raw storage, virtual datasets with sources in other "
+           "files); by default these are refused so that an input file cannot make pypty read other local "
+           "files.", _FLAG, supported=True, extension=True),
         _p("data_multiplier", 1, "float", "Factor applied to every pattern when it is read.",
            _float(gt=0), supported=True),
         _p("data_pad", 0, "int", "Padding added around every pattern when read (a quarter of "

@@ -8,7 +8,6 @@
 * a negative ``beam_current`` and non-finite phase plates are refused at set-up, naming the parameter.
 """
 import math
-import os
 
 import h5py
 import numpy as np
