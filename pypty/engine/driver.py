@@ -5,8 +5,8 @@ validation.  It builds the static problem (:func:`pypty.model.setup.build_setup`
 the loss terms and hand constraints of the run (:mod:`pypty.regularizers`,
 :mod:`pypty.constraints`), the :class:`pypty.engine.session.Reconstruction`
 that holds the state, and the outputs (:mod:`pypty.output`), then runs the
-epochs.  On an exception or Ctrl-C inside the loop the state of the last
-completed epoch is saved before the error propagates.
+epochs.  On an exception, Ctrl-C or a stop signal (SIGTERM, SIGHUP, SIGUSR1) inside the loop the
+state of the last completed epoch is saved before the error propagates.
 """
 from __future__ import annotations
 
@@ -24,14 +24,15 @@ from ..constraints import build_constraints
 from ..model.setup import build_setup
 from ..optim import norm
 from ..output.atomic import remove_stale_temporaries, write_json_atomic
-from ..output.folders import check_plain_folder, resolve_output_folder
+from ..output.folders import claim_output_folder, naming_active
 from ..output.logs import LossLog, save_checkpoints
-from ..output.results import load_results, results_path
+from ..output.results import RESULTS_NAME, load_results, results_path
 from ..output.savepoints import SavePoints
 from ..parameters import to_jsonable
 from ..parameters.consistency import check_consistency
 from ..parameters.schedule import every
 from ..regularizers import build_terms
+from .interrupts import RunInterrupted, stop_signals
 from .objective import part_names
 from .session import Reconstruction
 
@@ -39,17 +40,17 @@ __all__ = ["reconstruct"]
 
 
 def _restart_params(p):
-    """Load ``restart_from`` / ``parent_results``; with ``restart_from`` take arrays and epoch_prev from it."""
+    """Load ``restart_from`` / ``parent_results``; with ``restart_from`` take arrays and epoch_prev from it.
+
+    ``restart_from``: :mod:`pypty.output.restart` reads only the refinable arrays, the restart
+    state and what the results file carries on, checks each against this run and puts the arrays,
+    ``epoch_prev`` and ``parent_results`` into ``p``; nothing else in the file changes ``p``.
+    """
     if p["restart_from"]:
-        parent = load_results(results_path(p["restart_from"]), restart_state=True)
-        if parent["restart"] is None:
-            raise ValueError(f"parameter 'restart_from': '{parent['path']}' holds no restart state")
-        for name, arr in parent["arrays"].items():
-            if name in p and name != "positions":
-                p[name] = arr
-        p["positions"] = parent["arrays"]["positions"]  # frame of the saved object: no further shift
-        p["epoch_prev"] = int(parent["attrs"]["epochs_done"])
-        p["parent_results"] = parent["path"]
+        from ..output.restart import apply_restart, load_restart
+
+        parent = load_restart(p)
+        apply_restart(p, parent)  # positions: frame of the saved object, no further shift
         return parent, True
     if p["parent_results"]:
         return load_results(results_path(p["parent_results"]), restart_state=False), False
@@ -58,15 +59,21 @@ def _restart_params(p):
 
 def _continue(rec, parent):
     """Put the saved canvas positions, offset and optimizer state into the reconstruction."""
-    obj = parent["arrays"]["obj"]
-    if rec.canvas_yx != tuple(obj.shape[:2]):
-        raise ValueError(f"parameter 'restart_from': the saved object is {obj.shape[:2]} px but the scan needs a "
-                         f"{rec.canvas_yx} px canvas")
+    from ..output.restart import check_canvas
+
+    check_canvas(parent, rec.canvas_yx)
     rec.load_restart_state(parent["restart"], parent["position_offset"])
 
 
 def reconstruct(p: dict, terms=None, constraints=None) -> dict:
     """Run a reconstruction from validated parameters (see :func:`pypty.iterative.run`).
+
+    The run claims its output folder before it writes anything and releases
+    it when it ends (:mod:`pypty.output.folders`: a second run into the same
+    folder is refused); meanwhile SIGTERM, SIGHUP and SIGUSR1 stop it like
+    Ctrl-C (:mod:`pypty.engine.interrupts`), with the state saved.  A run
+    that stops before completing an epoch removes the files it created, so
+    a corrected rerun into the same folder is not refused.
 
     Parameters
     ----------
@@ -84,43 +91,54 @@ def reconstruct(p: dict, terms=None, constraints=None) -> dict:
         As :func:`pypty.iterative.run`.
     """
     t0 = time.perf_counter()
-    check_plain_folder(p)
-    parent, restart = _restart_params(p)
-    if restart:
-        check_consistency(p)  # the saved arrays replaced validated ones
-    bk = get_backend()
-    notice = gpu_dtype_notice(bk, p["default_dtype"])
-    if notice:
-        warnings.warn("pypty: " + notice, RuntimeWarning, stacklevel=3)
     pf = int(p["print_flag"])
     say = (lambda m: tqdm.write(m)) if pf >= 2 else None
-    st = build_setup(p, bk, log=say, keep_canvas=restart)
-    try:
-        terms = build_terms(p, bk) if terms is None else list(terms)
-        constraints = build_constraints(p, bk) if constraints is None else list(constraints)
-        rec = Reconstruction(p, st, terms, constraints, log=say)
-        if restart:
-            _continue(rec, parent)
-        info = dict(n_patterns=st.n_patterns, window=tuple(st.model.window_yx),
-                    probe_modes=int(st.arrays["probe"].shape[1]), obj_modes=int(st.arrays["obj"].shape[1]))
-        out = resolve_output_folder(p, info)
-        if out:
-            stale = remove_stale_temporaries(out)  # left by a run killed mid-write (never the latest files)
-            if stale and pf >= 2:
-                tqdm.write(f"removed {len(stale)} temporary file(s) of an interrupted write from {out}")
-            record = {"pypty_version": __version__, "backend": bk.name, "params": to_jsonable(p)}
-            write_json_atomic(os.path.join(out, "params.json"), record)
-        return _epochs(p, st, rec, out, parent, restart, part_names(terms), t0)
-    finally:
-        st.close()
+    note = (lambda m: tqdm.write(m)) if pf >= 1 else None
+    claim = None
+    with stop_signals():
+        try:
+            if p["output_folder"] and not naming_active(p):
+                claim = claim_output_folder(p, say=note)  # before any heavy work, and before anything is written
+            parent, restart = _restart_params(p)
+            if restart:
+                check_consistency(p)  # the saved arrays replaced validated ones
+            bk = get_backend()
+            notice = gpu_dtype_notice(bk, p["default_dtype"])
+            if notice:
+                warnings.warn("pypty: " + notice, RuntimeWarning, stacklevel=3)
+            st = build_setup(p, bk, log=say, keep_canvas=restart)
+            try:
+                terms = build_terms(p, bk) if terms is None else list(terms)
+                constraints = build_constraints(p, bk) if constraints is None else list(constraints)
+                rec = Reconstruction(p, st, terms, constraints, log=say)
+                if restart:
+                    _continue(rec, parent)
+                if p["output_folder"] and claim is None:  # named run folder: its name needs the set-up
+                    info = dict(n_patterns=st.n_patterns, window=tuple(st.model.window_yx),
+                                probe_modes=int(st.arrays["probe"].shape[1]), obj_modes=int(st.arrays["obj"].shape[1]))
+                    claim = claim_output_folder(p, info, say=note)
+                out = claim.folder if claim is not None else ""
+                if out:
+                    stale = remove_stale_temporaries(out)  # of writers that are gone (never a live run's)
+                    if stale and pf >= 2:
+                        tqdm.write(f"removed {len(stale)} temporary file(s) of an interrupted write from {out}")
+                    record = {"pypty_version": __version__, "backend": bk.name, "params": to_jsonable(p)}
+                    write_json_atomic(os.path.join(out, "params.json"), record)
+                return _epochs(p, st, rec, out, parent, restart, part_names(terms), t0, claim)
+            finally:
+                st.close()
+        finally:
+            if claim is not None:
+                claim.release()  # without progress: also the files this run created
 
 
-def _epochs(p, st, rec, out, parent, restart, parts, t0):
+def _epochs(p, st, rec, out, parent, restart, parts, t0, claim=None):
     pf = int(p["print_flag"])
     sp = SavePoints(p, st, out, rec.arrays_numpy(), parent, restart, parts)
-    log = LossLog(os.path.join(out, "loss.csv"), p["epoch_prev"] > 0, parts) \
-        if (out and p["save_loss_log"]) else None
     first, last = int(p["epoch_prev"]), int(p["epoch_max"])
+    # a continuation drops the rows after its restart epoch (left by the earlier run after its last save point)
+    log = LossLog(os.path.join(out, "loss.csv"), first > 0, parts, keep_until=first) \
+        if (out and p["save_loss_log"]) else None
     bar = tqdm(range(first, last), disable=pf == 0, desc="pypty", unit="epoch", dynamic_ncols=True, leave=pf >= 2)
     epoch = first
     results_file = ""
@@ -129,6 +147,9 @@ def _epochs(p, st, rec, out, parent, restart, parts, t0):
             te = time.perf_counter()
             rep = rec.step(epoch)
             rec.loss_history.append(rep.loss)
+            if claim is not None:
+                claim.progress = True  # an epoch completed: the run's files are kept from now on
+                claim.touch()
             refined = rep.settings.refine
             sp.epoch_done(epoch, refined, rep.loss, rep.parts, rep.step, rep.accepted, rep.n_evals,
                           time.perf_counter() - te)
@@ -153,21 +174,17 @@ def _epochs(p, st, rec, out, parent, restart, parts, t0):
             results_due, figures_due = sp.due(epoch)
             if results_due or figures_due:
                 results_file = sp.save(rec.snapshot, epoch + 1, "save point", figures=figures_due)
+            elif sp.restart_point_due(epoch):  # a state restart_from accepts, from the first epoch on
+                results_file = sp.save(rec.snapshot, epoch + 1, "save point", convergence=False)
         done = first + len(rec.loss_history)
         if out and p["save_inter_checkpoints"]:
             save_checkpoints(out, rec.arrays_numpy())
         results_file = sp.save(rec.snapshot, done, "final", figures=bool(p["save_figures"] or p["save_tiff"]))
+        if claim is not None and results_file:
+            claim.progress = True
     except BaseException as exc:
         if out:
-            done = first + len(rec.loss_history)
-            where = os.path.abspath(out)
-            try:
-                save_checkpoints(out, rec.arrays_numpy())
-                where = f"{where} (checkpoints co/cp/cg.npy and {sp.save(rec.snapshot, done, 'interrupted')})"
-            except Exception as save_exc:  # keep the original error; say what failed
-                where += f" (final save failed: {save_exc!r})"
-            msg = (f"pypty: run stopped during epoch {epoch + 1} after {done} completed epoch(s); state saved to "
-                   f"{where}; continue with restart_from='{os.path.abspath(out)}'")
+            msg = _save_after_stop(exc, sp, rec, out, first, last, restart, claim)
             if hasattr(exc, "add_note"):
                 exc.add_note(msg)
             tqdm.write(msg)
@@ -181,3 +198,50 @@ def _epochs(p, st, rec, out, parent, restart, parts, t0):
                   wall_time_s=time.perf_counter() - t0, output_folder=out, results_file=results_file,
                   position_offset=np.asarray(rec.position_offset, dtype=np.float64).copy())
     return result
+
+
+def _save_after_stop(exc, sp, rec, out, first, last, restart, claim):
+    """Save the state after an exception in the epoch loop; returns the message saying what was (not) saved.
+
+    Nothing is written when no epoch completed (the files of an earlier run
+    stay as they were; a new run's files are removed when its claim is
+    released).  Otherwise results.h5 (status "interrupted") is written
+    first, then the ``.npy`` checkpoints; the message names what was saved
+    and, when the save failed, the last complete results file.
+    """
+    folder = os.path.abspath(out)
+    done = first + len(rec.loss_history)
+    how = f" by {exc.signame}" if isinstance(exc, RunInterrupted) else ""
+    head = f"pypty: run stopped{how}"
+    if done == first:
+        if restart or first > 0:
+            return (f"{head} before completing an epoch, so nothing was saved; the results file and checkpoints "
+                    f"in {folder} are as they were")
+        return (f"{head} before completing an epoch, so nothing was saved; the files it had created in {folder} "
+                f"are removed, so the folder can be used again")
+    head += " after the last epoch" if done >= last else ""
+    saved, failed = [], []
+    try:
+        saved.append(sp.save(rec.snapshot, done, "interrupted"))
+        if claim is not None:
+            claim.progress = True
+    except Exception as err:  # keep the original error; say what failed
+        failed.append(f"results.h5: {err}")
+    try:
+        save_checkpoints(out, rec.arrays_numpy())
+        saved.append("checkpoints co/cp/cg.npy")
+    except Exception as err:
+        failed.append(f"checkpoints: {err}")
+    results_saved = sp.last_written is not None and sp.last_written[1] == done and not any(
+        f.startswith("results.h5") for f in failed)
+    if results_saved:
+        msg = (f"{head} after {done} completed epoch(s); state saved to {folder} ({' and '.join(saved)}); "
+               f"continue with restart_from='{folder}'")
+        return msg + (f" (not saved: {'; '.join(failed)})" if failed else "")
+    msg = f"{head} after {done} completed epoch(s); the state could NOT be saved ({'; '.join(failed)})"
+    if sp.last_written is not None:
+        return msg + (f"; the last complete results file, '{sp.last_written[0]}', holds the state after epoch "
+                      f"{sp.last_written[1]}: restart_from='{folder}' continues from there")
+    if os.path.exists(os.path.join(out, RESULTS_NAME)):
+        return msg + f"; the earlier results file in {folder} is unchanged"
+    return msg + "; no results file was written, so restart_from has nothing to continue from"

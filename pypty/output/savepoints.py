@@ -5,8 +5,12 @@ epoch :meth:`SavePoints.epoch_done` records the loss row; when the
 epoch-dependent cadence ``save_results_every`` fires, :meth:`SavePoints.save`
 writes ``results.h5`` (atomically), appends a convergence row and, when
 ``save_figures_every`` fires, figures (``figures/``) and TIFF files
-(``tiff/``).  At the end, and when the loop is interrupted (Ctrl-C or an
-exception), a final save is made.
+(``tiff/``).  After the first epoch of a run ``results.h5`` is also written
+(:meth:`SavePoints.restart_point_due`; no convergence row, no figures), so a
+state that ``restart_from`` accepts exists from the first epoch on, whatever
+the cadence (unless ``save_results_every`` is 0 there: only at the end).  At
+the end, and when the loop is interrupted (Ctrl-C, SIGTERM or an exception),
+a final save is made.
 
 Convergence summary (one row per save point, changes since the previous save
 point, the first one against the initial arrays), after the peer's monitor
@@ -138,6 +142,7 @@ class SavePoints:
             hist_arrays = {k: (p[k] if p.get(k) is not None else v) for k, v in init.items()}
             self.history = initial_history(p, hist_arrays, parent)
         self.last_saved_epoch = None
+        self.last_written = None  # (path, epochs done) of the last results file written completely
 
     # ------------------------------------------------------------------ bookkeeping
     def epoch_done(self, epoch, refined, loss, parts, step, accepted, n_evals, epoch_seconds):
@@ -158,20 +163,38 @@ class SavePoints:
         return (every(resolve("save_results_every", self.p["save_results_every"], epoch), epoch),
                 every(resolve("save_figures_every", self.p["save_figures_every"], epoch), epoch))
 
+    def restart_point_due(self, epoch):
+        """True after the first epoch of the run (0-based ``epoch``), when results.h5 is written for a restart.
+
+        Not when ``save_results_every`` resolves to 0 at that epoch (results
+        only at the end, as asked).
+        """
+        if not self.folder or epoch != self.first_epoch:
+            return False
+        return bool(resolve("save_results_every", self.p["save_results_every"], epoch))
+
     # ------------------------------------------------------------------ saving
-    def save(self, snapshot, epochs_done, status, figures=False):
+    def save(self, snapshot, epochs_done, status, figures=False, convergence=True):
         """Write results.h5 (and figures/TIFF when ``figures``) from a snapshot; returns the results path or "".
 
         ``snapshot``: callable returning a :class:`pypty.engine.session.Snapshot`
         of the current state; it is called only when something is written
         (a run without an output folder copies nothing to the host here).
+        ``convergence``: append a convergence row (False for the restart
+        point after the first epoch, which is not a save point of the
+        cadence).
+
+        Raises
+        ------
+        pypty.output.atomic.OutputWriteError
+            results.h5 could not be written (the previous one is intact).
         """
         if not self.folder:
             return ""
         snap = snapshot()
         arrays = snap.arrays
         crop = scan_crop(snap.positions_canvas, self.setup.model.window_yx, snap.canvas_yx)
-        if self.last_saved_epoch != epochs_done:
+        if convergence and self.last_saved_epoch != epochs_done:
             self.conv.setdefault("epoch", []).append(int(epochs_done))
             for k, v in convergence_row(self.snapshot, arrays, crop, self.p["convergence_percentiles"]).items():
                 self.conv.setdefault(k, []).append(v)
@@ -197,6 +220,7 @@ class SavePoints:
             "restart": snap.restart,
         }
         write_results(path, record)
+        self.last_written = (path, int(epochs_done))
         if figures:
             self._figures(snap, arrays, crop, epochs_done)
         return path

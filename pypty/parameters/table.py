@@ -94,8 +94,9 @@ _TABLE = [
     ("Results, Figures and Provenance (pypty extensions)", [
         _p("save_results_every", 10, "int", "pypty extension: write results.h5 (every refined array, loss "
            "history, parameters, provenance, convergence summary, optimizer state for an exact restart) "
-           "after every n-th epoch (0: only at the end); it is always written at the end and when the run "
-           "is interrupted.", _int(ge=0), epoch=True, supported=True, extension=True),
+           "after every n-th epoch and after the first epoch, so that a killed run can always be restarted (0: "
+           "only at the end); it is always written at the end and when the run is interrupted (Ctrl-C, "
+           "SIGTERM, SIGHUP, SIGUSR1).", _int(ge=0), epoch=True, supported=True, extension=True),
         _p("save_figures", ("loss", "object_phase", "probe", "positions"), "list of str", "pypty "
            "extension: PNG figures made at the end and at the save_figures_every cadence, into figures/: "
            "loss, object_phase (sum over slices and per slice), probe (real and reciprocal amplitude), "

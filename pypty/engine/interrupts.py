@@ -1,0 +1,76 @@
+"""Stop signals of batch schedulers, handled like Ctrl-C while a reconstruction runs.
+
+SLURM and PBS send SIGTERM when a job reaches its time limit (and SIGKILL a
+grace period later); some set-ups send SIGHUP or SIGUSR1 (``--signal``).
+While :func:`pypty.engine.driver.reconstruct` runs, :func:`stop_signals`
+turns each of them into :class:`RunInterrupted`, a :class:`KeyboardInterrupt`,
+so the Ctrl-C path saves the state as an interrupted results file before the
+run stops.
+
+Handlers are installed only in the main thread and only for signals whose
+action is still the default (termination): a signal ignored on purpose
+(``nohup`` ignores SIGHUP) or handled by the application keeps its handler.
+The previous handlers are restored when the run ends; nothing is left
+behind.  After the first signal, further ones are ignored until the run has
+saved and stopped.
+
+Public API: :class:`RunInterrupted`, :func:`stop_signals`, :data:`STOP_SIGNALS`.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+__all__ = ["RunInterrupted", "stop_signals", "STOP_SIGNALS"]
+
+#: Signals handled like Ctrl-C during a run (those this platform has).
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP", "SIGUSR1") if hasattr(signal, n))
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by a signal (``signum``, ``signame``); a KeyboardInterrupt, so Ctrl-C handling applies."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        try:
+            self.signame = signal.Signals(self.signum).name
+        except ValueError:
+            self.signame = f"signal {self.signum}"
+        super().__init__(f"pypty run stopped by {self.signame}")
+
+    def __reduce__(self):
+        return type(self), (self.signum,)
+
+
+@contextmanager
+def stop_signals(signals=STOP_SIGNALS):
+    """Within the block, the default-action ``signals`` raise :class:`RunInterrupted` (see the module docstring).
+
+    Yields the list of signal numbers received so far.
+    """
+    received: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        received.append(signum)
+        if len(received) == 1:
+            raise RunInterrupted(signum)
+
+    previous = {}
+    for sig in signals:
+        try:
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                previous[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):
+            continue
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            try:
+                signal.signal(sig, old)
+            except (ValueError, OSError):
+                pass
