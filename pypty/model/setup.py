@@ -146,6 +146,30 @@ def _detector_shape(p, source, compressed):
     return tuple(masks.shape[1:])
 
 
+def _warn_detector_beyond_band(p, detector, compressed, n_slices):
+    """Warn when measured scattering reaches past the propagator's band limit in a multislice model.
+
+    The Fresnel propagator passes frequencies up to ``damping_cutoff_multislice``
+    of the window's Nyquist; scattering the detector records beyond that can
+    only come from the last slice, so a reconstruction moves structure there
+    (shown on a two-layer specimen, docs/regularization_depth.md).  The
+    measured part of a pattern spans ``(K - 2 data_pad) / K`` of the window's
+    Nyquist (K the preprocessed pattern width).
+    """
+    if compressed or n_slices < 2 or p["recon_type"] != "far_field":
+        return
+    cutoff, pad = float(p["damping_cutoff_multislice"]), int(p["data_pad"])
+    reach = max((k - 2 * pad) / k for k in detector)
+    if reach > cutoff + 1e-9:
+        measured = max(k - 2 * pad for k in detector)
+        need = int(np.ceil(measured * (1 / cutoff - 1) / 2 - 1e-9))  # data_pad giving reach = cutoff
+        warnings.warn(f"parameter 'data_pad': with {n_slices} slices the measured patterns reach {reach:.2f} of the "
+                      f"window's Nyquist frequency, beyond the propagator's band limit damping_cutoff_multislice = "
+                      f"{cutoff:.3g}; scattering there can only come from the last slice, which then takes up "
+                      f"structure of the others. Pad the patterns (data_pad of about a quarter of the pattern width, "
+                      f"here at least {need} px) or raise damping_cutoff_multislice", stacklevel=4)
+
+
 def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
     n = source.n
     detector = _detector_shape(p, source, compressed)
@@ -160,6 +184,7 @@ def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
     if pos.shape != (n, 2):
         raise _err("positions", f"expected shape ({n}, 2) (one (y, x) per pattern), got {pos.shape}")
     n_slices = int(p["num_slices"])
+    _warn_detector_beyond_band(p, detector, compressed, n_slices)
     obj = np.asarray(p["obj"]) if p["obj"] is not None else np.ones((1, 1, n_slices, 1), dtype=cdt)
     if obj.ndim != 4:
         raise _err("obj", f"expected 4 dimensions (y, x, slices, modes), got shape {obj.shape}")
