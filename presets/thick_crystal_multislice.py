@@ -14,6 +14,22 @@ Use::
     params = preset["pypty_params"]("scan.h5", thickness_A=200, output_folder="runs/thick",
                                     defocus_A=100)
 
+Positions are refined with the mean correction held at zero
+(``pos_recenter``) and pulled towards an affine scan grid
+(``deformation_reg_weight_positions``): on the MoS2 data with the
+``lsq_sqrt`` loss this kept the rms position error at 0.14 px where the
+unregularized refinement drifted to 0.70 px
+(``docs/regularization_results.md``; the weight is in loss units, tuned at
+16,000 electrons per pattern).  The patterns are padded so that the
+propagator's band limit covers the whole detector: without it, scattering
+beyond the band limit can only come from the last slice, which then takes
+up structure of the others (``docs/regularization_depth.md``).  The z
+regularizers (``beta_wedge`` with ``wedge_mu``, ``kz_filter_beta``,
+``apply_gaussian_filter_z``) are off: on a simulated bilayer with a 3 nm gap
+they did not lower the cross-talk between the layers (strong settings
+raised it); a light kz filter every few epochs gave cleaner single slices
+(``docs/regularization_depth.md``).
+
 ``thickness_A`` is required; ``slice_thickness_A`` (default 15 Å) sets the
 number of slices; other keyword arguments go to
 :func:`pypty.initialize.pypty_params_from_dataset`, ``settings`` overrides
@@ -29,6 +45,8 @@ SETTINGS = {
     "update_obj": 1,
     "update_probe": 1,
     "update_probe_pos": "lambda epoch: 1 if epoch >= 30 else 0",
+    "pos_recenter": True,                  # no drift of the whole scan (a projection: no optimizer resets)
+    "deformation_reg_weight_positions": 2.0,   # towards an affine scan grid (loss units per px^2)
     "damping_cutoff_multislice": 2 / 3,    # band limit of the propagator against aliasing
     "compute_batch": "auto",
     "print_flag": 1,

@@ -24,6 +24,7 @@ def tiny_h5(tmp_path_factory):
 
 @pytest.mark.parametrize("name, kwargs, modes, slices", [
     ("thin_2d_single_slice", dict(defocus_A=60.0, data_pad=0), 1, 1),
+    ("low_dose_thin", dict(defocus_A=60.0, data_pad=0), 1, 1),
     ("thick_crystal_multislice", dict(thickness_A=30.0, defocus_A=60.0, data_pad=0), 1, 2),
     ("mixed_state_probe", dict(defocus_A=60.0, data_pad=0), 4, 1),
     ("mixed_state_probe", dict(defocus_A=60.0, data_pad=0, defocus_spread=[-20.0, 20.0]), 2, 1),
