@@ -48,7 +48,6 @@ unless ``--docs`` is given.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -64,11 +63,11 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-import reconstruct_mos2 as rm  # noqa: E402
+import reconstruct_mos2 as rm
 
 sys.path.pop(0)
 
-import pypty.iterative  # noqa: E402
+import pypty.iterative
 
 DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "data", "mos2_80kV")
 
@@ -616,13 +615,14 @@ def figure_phases(low, losses, q, pb, path):
 def environment():
     def sh(cmd):
         try:
-            return subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=10,
+                                  check=False).stdout.strip()
         except Exception:  # noqa: BLE001
             return ""
 
-    cpu = ""
     try:
-        cpu = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")][0]
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
     except Exception:  # noqa: BLE001
         cpu = platform.processor()
     pkg = os.path.dirname(os.path.abspath(pypty.__file__))
