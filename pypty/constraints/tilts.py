@@ -17,52 +17,21 @@ from ..parameters.conventions import TILT_TYPES, tilt_types_for_mode
 from ..parameters.errors import parameter_error
 from ..parameters.schedule import may_be_on
 from .base import UNCHANGED, Change, ParamsConstraint
+from .object_filters import gaussian_filter1d_nearest, gaussian_kernel1d
 from .object_pointwise import _constant, _range_messages
 
-__all__ = ["TiltSmooth", "gaussian_filter1d", "gaussian_taps"]
+__all__ = ["TiltSmooth", "gaussian_filter1d"]
 
-#: the Gaussian is truncated at this many sigma (``scipy.ndimage.gaussian_filter1d``'s default)
-TRUNCATE = 4.0
+def gaussian_filter1d(xp, a, sigma: float, axis: int):
+    """Gaussian filter of ``a`` along ``axis``, truncated at 4 sigma, 'nearest' boundaries (a new array).
 
-
-def gaussian_taps(sigma: float, truncate: float = TRUNCATE) -> np.ndarray:
-    """Normalised 1-D Gaussian weights ``w_k ~ exp(-k^2 / (2 sigma^2))``, k = -r..r.
-
-    ``r = int(truncate * sigma + 0.5)`` (as in ``scipy.ndimage.gaussian_filter1d``);
-    float64 (2r + 1,), summing to 1.  ``sigma <= 0`` gives ``[1.0]``.
+    The filter of the object constraints
+    (:func:`pypty.constraints.object_filters.gaussian_filter1d_nearest`), which
+    equals ``scipy.ndimage.gaussian_filter1d(a, sigma, axis, mode="nearest")``
+    up to rounding; NumPy or CuPy (``xp``).
     """
-    if sigma <= 0:
-        return np.ones(1)
-    r = int(truncate * float(sigma) + 0.5)
-    k = np.arange(-r, r + 1, dtype=np.float64)
-    w = np.exp(-0.5 * (k / float(sigma)) ** 2)
-    return w / w.sum()
-
-
-def gaussian_filter1d(xp, a, sigma: float, axis: int, truncate: float = TRUNCATE):
-    """Gaussian filter of ``a`` along ``axis`` with 'nearest' boundaries (pad + weighted sum).
-
-    ``out[i] = sum_{k=-r}^{r} w_k a[clamp(i + k, 0, n - 1)]`` with the weights
-    of :func:`gaussian_taps`; equal to
-    ``scipy.ndimage.gaussian_filter1d(a, sigma, axis, mode="nearest", truncate=truncate)``
-    up to rounding.  NumPy or CuPy (``xp``); real ``a`` of any shape; a new array of
-    its shape and dtype.
-    """
-    w = gaussian_taps(sigma, truncate)
-    r = (w.size - 1) // 2
-    if r == 0:
-        return a.copy()
-    axis = axis % a.ndim
-    n = a.shape[axis]
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (r, r)
-    padded = xp.pad(a, pad, mode="edge")
-    out = xp.zeros_like(a)
-    for j, wj in enumerate(w):  # padded[j : j + n] along axis is a[i + j - r], clamped
-        sl = [slice(None)] * a.ndim
-        sl[axis] = slice(j, j + n)
-        out += float(wj) * padded[tuple(sl)]
-    return out
+    out = gaussian_filter1d_nearest(xp, a, float(sigma), axis)
+    return out.copy() if out is a else out
 
 
 class TiltSmooth(ParamsConstraint):
@@ -123,7 +92,7 @@ class TiltSmooth(ParamsConstraint):
         if tilts is None or "tilts" not in ctx.settings.refine or tilts.shape[0] == 1:
             return {}, UNCHANGED
         sigma = float(self.at(self.SWITCH, epoch))
-        if gaussian_taps(sigma).size == 1:
+        if gaussian_kernel1d(sigma).size == 1:  # sigma < 1/8: a one-tap filter is the identity
             return {}, UNCHANGED
         sy, sx = self._grid(tilts.shape[0])
         cols = [c for kind in tilt_types_for_mode(self.p["tilt_mode"]) for c in range(*TILT_TYPES[kind])]
