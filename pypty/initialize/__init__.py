@@ -26,8 +26,8 @@ Typical use::
 from .calibration import (CalibrationError, detector_pixel_inv_A, object_shape_px, pypty_params_from_dataset,
                           pypty_params_from_experiment, reconstruction_pixel_size_A, scan_positions_px,
                           slice_settings)
-from .direct import (center_of_mass, fit_parallax, fit_scan_rotation, from_data, idpc, tcbf_image,
-                     virtual_bright_field)
+from .direct import (center_of_mass, com_figure, fit_parallax, fit_scan_rotation, from_data, idpc,
+                     parallax_figure, phase_images_figure, ssb, tcbf_image, virtual_bright_field)
 from .dataset import DatasetError, centre_of_mass, create_dataset, open_4dstem
 from .masks import sigmoid_mask
 from .probe import (aperture_from_binary, defocus_spread_probe, hermite_modes, initial_probe,
@@ -35,7 +35,8 @@ from .probe import (aperture_from_binary, defocus_spread_probe, hermite_modes, i
 from .schedules import epoch_schedule
 
 __all__ = ["CalibrationError", "DatasetError", "aperture_from_binary", "center_of_mass", "centre_of_mass",
-           "fit_parallax", "fit_scan_rotation", "from_data", "idpc", "tcbf_image", "virtual_bright_field", "create_dataset",
+           "com_figure", "fit_parallax", "fit_scan_rotation", "from_data", "idpc", "parallax_figure",
+           "phase_images_figure", "ssb", "tcbf_image", "virtual_bright_field", "create_dataset",
            "defocus_spread_probe", "detector_pixel_inv_A", "epoch_schedule", "hermite_modes", "initial_probe", "object_shape_px",
            "open_4dstem", "probe_from_beam", "probe_from_parameters", "pypty_params_from_dataset",
            "pypty_params_from_experiment", "reconstruction_pixel_size_A", "scan_positions_px", "sigmoid_mask", "slice_settings"]

@@ -255,7 +255,7 @@ def tcbf_image(images, shifts_px, upsample=None, wavelength_A=None, scan_step_A=
         my, mx = int(round(ny * f)), int(round(nx * f))
         spec = np.fft.fftshift(np.fft.fft2(img))
         big = np.zeros((my, mx), complex)
-        oy, ox = (my - ny) // 2 + (my % 2 and not ny % 2), (mx - nx) // 2 + (mx % 2 and not nx % 2)
+        oy, ox = my // 2 - ny // 2, mx // 2 - nx // 2  # zero frequency stays at the centre (index m // 2)
         big[oy:oy + ny, ox:ox + nx] = spec
         img = np.fft.ifft2(np.fft.ifftshift(big)).real * (my * mx) / (ny * nx)
     c = img / img.mean() - 1.0
