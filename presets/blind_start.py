@@ -49,9 +49,8 @@ SETTINGS = {
 BLIND = {
     "fit_c12": True,                   # two-fold astigmatism as well as C10
     "estimate_rotation": True,         # scan rotation / transposition from COM curl + parallax
-    # initial phase: integrated COM.  "tcbf" (Wiener-filtered tcBF) is cruder on MoS2 (r 0.91 vs 0.97 with
-    # the blurred truth) and, while tcbf_image mis-centres the spectrum for an odd upsampled size (e.g.
-    # 32 -> 37 px on MoS2 with data_pad=0), wraps to +-pi there and stalls the reconstruction (r 0.08)
+    # initial phase: integrated COM; "tcbf" (Wiener-filtered tcBF) is cruder on MoS2 (r 0.91 vs 0.97 with
+    # the blurred truth)
     "object_from": "idpc",
 }
 
