@@ -4,8 +4,8 @@ from the data.
 :func:`pypty.initialize.from_data` (docs/direct_methods.md) measures the scan rotation and
 transposition from the curl of the centre-of-mass field, fits C10 and two-fold astigmatism (Krivanek,
 Å) and refines the rotation from the parallax shifts of the virtual bright-field images, rotates the
-nominal scan positions accordingly, and builds an initial object from the iDPC (or tilt-corrected
-bright-field) phase.  The reconstruction then runs as for a thin specimen (one slice, Poisson
+nominal scan positions accordingly when the rotation differs significantly from the nominal one,
+and can build an initial object from the iDPC (or tilt-corrected bright-field) phase (off by default).  The reconstruction then runs as for a thin specimen (one slice, Poisson
 likelihood, probe refinement from the start, positions from epoch 20).  On the shared MoS2 data
 (``data_pad=0``, positions fixed, 6 epochs) this preset reaches r = 0.824 against the ground truth,
 the same settings with the known C10 (-47.6 Å), the nominal positions and no initial object 0.821
@@ -49,9 +49,9 @@ SETTINGS = {
 BLIND = {
     "fit_c12": True,                   # two-fold astigmatism as well as C10
     "estimate_rotation": True,         # scan rotation / transposition from COM curl + parallax
-    # initial phase: integrated COM; "tcbf" (Wiener-filtered tcBF) is cruder on MoS2 (r 0.91 vs 0.97 with
-    # the blurred truth)
-    "object_from": "idpc",
+    # no initial object (vacuum): on the MoS2 data a vacuum start reached r 0.975 after 6 epochs, an iDPC start
+    # 0.912 (benchmarks/blind_start_mos2.py); "idpc" or "tcbf" give an initial phase from the data
+    "object_from": None,
 }
 
 
@@ -88,7 +88,9 @@ def pypty_params(data_path, output_folder="", settings=None, blind=None, return_
     options = dict(BLIND)
     options.update(blind or {})
     est = from_data(params, semiangle_mrad=float(semiangle), **options)
-    params.update(aberrations=est["aberrations"], positions=est["positions"], obj=est["obj"])
+    params.update(aberrations=est["aberrations"], positions=est["positions"])
+    if est["obj"] is not None:
+        params["obj"] = est["obj"]
     params.update(SETTINGS)
     params.update(settings or {})
     params["output_folder"] = output_folder

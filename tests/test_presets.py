@@ -61,7 +61,7 @@ def test_blind_start_preset_estimates_defocus(tmp_path):
     assert report["file_C10_A"] == 200.0
     assert abs(params["aberrations"][0] + 60.0) <= 5.0
     assert abs((report["rotation_deg"] + 180) % 360 - 180) < 1.0 and not report["transpose"]
-    assert params["obj"].shape[2] == 1
+    assert "obj" not in params  # vacuum start by default (BLIND["object_from"] is None)
     res = pypty.iterative.run(params)
     assert len(res["loss"]) == 2 and np.isfinite(res["loss"]).all()
     with pytest.raises(ValueError, match="defocus_A"):
