@@ -63,12 +63,13 @@ class Objective:
         """What the value depends on besides the blocks (part of the key of the cached loss and gradient).
 
         ``(loss_weight, sequence bytes, subpixel, terms)``; ``terms`` is the
-        text (``repr``) of the active terms' names and keys (and of the
-        active projections' names), so that it is stored as is in a results
-        file.
+        text (``repr``) of the data loss's name (``("loss", name)``, first:
+        the loss may change between epochs), the active terms' names and keys
+        (and the active projections' names), so that it is stored as is in a
+        results file.
         """
         s = self.settings
-        terms = repr(tuple((t.name, t.key(s.epoch)) for t in self.terms)
+        terms = repr((("loss", s.loss_name),) + tuple((t.name, t.key(s.epoch)) for t in self.terms)
                      + tuple(("project", c.name, blocks) for c, blocks in self.projections))
         return (s.loss_weight, s.sequence.tobytes(), s.subpixel, terms)
 
@@ -97,7 +98,8 @@ class Objective:
         hook = next((t.pattern_hook(self.setup, a, self.batches, s) for t in self.terms
                      if hasattr(t, "pattern_hook")), None)
         data, g = self.setup.model.loss_and_grad(a, self.batches, self.setup.get_data, need=s.refine,
-                                                 subpixel=s.subpixel, pattern_term=hook)
+                                                 subpixel=s.subpixel, pattern_term=hook,
+                                                 loss_name=s.loss_name)
         w = s.loss_weight
         loss = data * w
         if w != 1.0 and hook is None:

@@ -293,6 +293,11 @@ class Reconstruction:
                 term.begin_epoch(self.arrays, epoch)
         if s.reset_history:
             self.opt.reset("reset_history_flag")
+        switched = self._loss_switch(s)
+        if switched:
+            self.opt.reset(switched)
+            self._edits.append(switched)
+            self.log(switched)
         edits, self._edits = self._edits, []
         x = self.blocks(s)
         fun = self.objective(s)
@@ -317,6 +322,24 @@ class Reconstruction:
                 self.bk.free_memory_pool()
         msg = "; ".join(edits + ([res.message] if res.message else []))
         return StepReport(s, res.f, parts, res.step, res.accepted, res.n_evals, msg, res.g, res.history_size)
+
+    def _loss_switch(self, settings: EpochSettings) -> str:
+        """Message when the data loss of ``settings`` differs from that of the epoch before, else "".
+
+        The loss of the previous epoch is resolved from the schedule (not
+        remembered), so that a restart between any two epochs resets the
+        L-BFGS history at the same epoch as an uninterrupted run.  The pairs
+        stored under the old loss describe the curvature of another function:
+        they are forgotten.  (The cached loss and gradient are re-evaluated
+        anyway: the loss name is part of their key.)
+        """
+        if not callable(self.p["algorithm"]) or settings.epoch <= 0:
+            return ""
+        before = str(resolve("algorithm", self.p["algorithm"], settings.epoch - 1))
+        if before == settings.loss_name:
+            return ""
+        return (f"epoch {settings.epoch + 1}: the loss changes from {before} to {settings.loss_name}; L-BFGS history "
+                f"reset")
 
     def _check_finite(self, epoch: int, f, g: dict, parts, edits: list, before: tuple) -> None:
         """Raise :class:`NonFiniteLossError` when ``f``, a part or a gradient block is not finite.

@@ -50,6 +50,9 @@ class EpochSettings:
     smart_memory : bool
     resize : bool or int
         ``dynamically_resize_yx_object``.
+    loss_name : str
+        Data loss of this epoch (``algorithm``, which may be epoch-dependent:
+        a lambda returning a loss name; compressed data keep "lsq_compressed").
     """
 
     epoch: int
@@ -66,6 +69,7 @@ class EpochSettings:
     subpixel: bool
     smart_memory: bool
     resize: object
+    loss_name: str = "lsq_sqrt"
 
     @classmethod
     def resolve(cls, p: dict, epoch: int, present, n_patterns: int) -> "EpochSettings":
@@ -108,6 +112,10 @@ class EpochSettings:
         part = "phase" if only_phase and not only_abs else "abs" if only_abs and not only_phase else ""
         if not part and bool(r("fix_probe_intensity")):
             part = "normed"
+        loss = str(r("algorithm"))
+        if callable(p["algorithm"]) and loss == "lsq_compressed":
+            raise PyptyParameterError(f"parameter 'algorithm' at epoch {epoch}: an epoch-dependent loss may not "
+                                      f"return 'lsq_compressed' (compressed data keep the constant loss)")
         c1, c2 = float(r("wolfe_c1_constant")), float(r("wolfe_c2_constant"))
         if not c1 < c2:  # constants are checked by validate; epoch-dependent ones here
             raise PyptyParameterError(f"parameters 'wolfe_c1_constant' ({c1!r}) and 'wolfe_c2_constant' ({c2!r}) at "
@@ -119,7 +127,8 @@ class EpochSettings:
             wolfe_c1=c1, wolfe_c2=c2,
             update_step=float(r("update_step_bfgs")), reset_history=bool(r("reset_history_flag")),
             subpixel=bool(p["allow_subPixel_shift"]) or "positions" in refine,
-            smart_memory=bool(r("smart_memory")), resize=r("dynamically_resize_yx_object"))
+            smart_memory=bool(r("smart_memory")), resize=r("dynamically_resize_yx_object"),
+            loss_name=loss)
 
     def reparam(self, name: str):
         """The reparametrisation of array ``name`` in this epoch, or None (see :mod:`pypty.model.reparam`)."""

@@ -133,6 +133,9 @@ class MultisliceModel:
     detector_blur_sigma: float = 0.0
 
     def __post_init__(self):
+        if callable(self.loss_name):  # an epoch-dependent algorithm: the default is its loss at epoch 0
+            from ..parameters.schedule import resolve
+            object.__setattr__(self, "loss_name", str(resolve("algorithm", self.loss_name, 0)))
         xp = self.bk.xp
         cdt = np.dtype(self.complex_dtype)
         rdt = np.finfo(cdt).dtype
@@ -344,7 +347,7 @@ class MultisliceModel:
             raise ValueError("mean_pattern: no patterns in the batches")
         return acc / n
 
-    def loss_and_grad(self, arrays, batches, get_data, need=(), subpixel=True, pattern_term=None):
+    def loss_and_grad(self, arrays, batches, get_data, need=(), subpixel=True, pattern_term=None, loss_name=None):
         """Data loss summed over the given batches and its gradients.
 
         Parameters
@@ -372,6 +375,10 @@ class MultisliceModel:
             gradients returned are those of ``w * loss + R``.  The returned
             loss stays the unweighted data loss; R's value is the caller's.
             None (default): the gradients of the data loss alone.
+        loss_name : str or None
+            Data loss of this evaluation (:mod:`pypty.model.losses`), for a
+            loss that changes between epochs; None: the model's ``loss_name``.
+            Compressed data always use their own loss.
 
         Returns
         -------
@@ -382,6 +389,7 @@ class MultisliceModel:
             ``w * loss + R`` with a ``pattern_term``.
         """
         bk, xp = self.bk, self.bk.xp
+        loss = self.loss_name if loss_name is None or self.compressed else loss_name
         need = set(need)
         obj, probe = arrays["obj"], arrays["probe"]
         probe_hat = bk.fft2(probe)
@@ -399,7 +407,7 @@ class MultisliceModel:
         keep = bool(need & {"obj", "tilts"})
         for bidx, bidx_dev in zip(*self._batches(batches)):
             model, c = self._forward(arrays, probe_hat, bidx, subpixel, keep, bidx_dev)
-            val, dl = data_loss(self.loss_name, xp, model, get_data(bidx), self.eps, self.compressed)
+            val, dl = data_loss(loss, xp, model, get_data(bidx), self.eps, self.compressed)
             total += val
             if need:
                 if pattern_term is not None:  # one adjoint pass for w * data + R

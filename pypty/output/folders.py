@@ -104,7 +104,7 @@ AFFIXES = {
     "pmode": lambda p, i: f"p{i['probe_modes']}",
     "omode": lambda p, i: f"{i['obj_modes']}obj",
     "slices": _slices,
-    "algorithm": lambda p, i: str(p["algorithm"]),
+    "algorithm": lambda p, i: "loss~" if callable(p["algorithm"]) else str(p["algorithm"]),  # "~": epoch-dependent
     "hist": _hist,
     "batch": lambda p, i: f"b{int(p['compute_batch'])}",
     "refine": _refine,

@@ -39,6 +39,9 @@ def _wolfe_constants(p):
 
 
 def _compressed_data(p):
+    if callable(p["algorithm"]) and p["masks"] is not None:
+        raise parameter_error("algorithm", "compressed data (masks given) keep the constant loss 'lsq_compressed'; "
+                                           "an epoch-dependent algorithm is for ordinary patterns only")
     compressed = p["algorithm"] == "lsq_compressed"
     if compressed != (p["masks"] is not None):
         raise parameter_error("masks", "virtual-detector masks and algorithm 'lsq_compressed' go together; got "
@@ -188,7 +191,8 @@ def check_consistency(p: Mapping[str, Any]) -> None:
 
     The rules: ``wolfe_c1_constant < wolfe_c2_constant`` (unless one is
     epoch-dependent); ``masks`` given exactly when ``algorithm`` is
-    "lsq_compressed", and then ``data_bin``, ``data_pad``, ``flip_ky`` and
+    "lsq_compressed" (a constant then: an epoch-dependent ``algorithm`` is for
+    ordinary patterns only), and then ``data_bin``, ``data_pad``, ``flip_ky`` and
     ``upsample_pattern`` at their defaults; ``upsample_pattern`` 1 for
     ``recon_type`` "near_field"; not both ``defocus_spread_modes`` and
     ``n_hermite_probe_modes``; ``tilts`` zero in the columns of the tilt types

@@ -107,6 +107,12 @@ def _check_value(p: Parameter, value: Any) -> Any:
     if p.epoch_dependent:
         if isinstance(value, EpochExpression):
             return value
+        if isinstance(value, str) and p.choices and not value.lstrip().startswith("lambda"):
+            try:  # a row with choices (algorithm): a plain string is a constant choice
+                return p.check(value)
+            except _Invalid:
+                raise PyptyParameterError("parameter '%s' expects %s, got %s; or a 'lambda epoch: ...' string "
+                                          "returning one of them" % (p.name, p.check.expects, _short(value))) from None
         if isinstance(value, str):
             try:
                 return compile_epoch_expression(value, p.name)
