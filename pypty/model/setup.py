@@ -309,7 +309,7 @@ def _probe(p, data_mean, win, detector, up, pix, lam, near, compressed, say):
             if up > 1:  # spread each detector pixel over u x u model pixels
                 mp = np.fft.fftshift(ops.bin_pattern_adjoint(np, np.fft.ifftshift(mp)[None], up)[0]) / up**2
             probe, how = probe_from_parameters(dict(p, mean_pattern=mp), mp, win, pix)
-            say("probe built from the " + how)
+            say(how)  # "probe built from the ..." (pypty/initialize/probe.py)
         if p["probe_marker"] is not None:
             k = int(np.max(p["probe_marker"])) + 1
             probe = np.repeat(probe[..., None], k, axis=3)
