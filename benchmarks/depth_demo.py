@@ -71,7 +71,8 @@ def setting(name, epochs, loss0):
     Names: ``none``; ``lazy``; ``wedge_b<beta>_f<f>`` (beta_wedge = beta, wedge_mu = f * loss0,
     loss0 = first-epoch data loss of ``none``); ``kz_b<beta>_e<step>_a<alpha>`` (kz_filter_beta = beta
     at epochs 5, 5 + step, ... (before epochs - 5 when step > 1), kz_filter_alpha = alpha);
-    ``zblur_s<sigma>_e<step>`` (apply_gaussian_filter_z = sigma slices, same cadence).  A suffix
+    ``zblur_s<sigma>_e<step>`` (apply_gaussian_filter_z = sigma slices, same cadence);
+    ``pnorm_w<w>`` (phase_norm_weight = w: sparsity of the phase, which empties the gap slices).  A suffix
     ``_lazy`` adds lazy_clean=True.
     """
     desc, extra = [], {}
@@ -98,6 +99,9 @@ def setting(name, epochs, loss0):
         e = int(kv["e"])
         desc.insert(0, f"apply_gaussian_filter_z={kv['s']:g} {cad(e)}")
         extra.update(apply_gaussian_filter_z=_sched(kv["s"], 5, e, epochs - 5 if e > 1 else None))
+    elif kind == "pnorm":
+        desc.insert(0, f"phase_norm_weight={kv['w']:g}")
+        extra.update(phase_norm_weight=float(kv["w"]))
     else:
         raise SystemExit(f"unknown setting {name}")
     return ", ".join(desc), extra
