@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
-from ..parameters.schedule import may_be_on, resolve
+from ..parameters.schedule import ParamsDriven
 
 __all__ = ["Change", "Constraint", "Context", "HISTORY_RULES", "ParamsConstraint", "UNCHANGED"]
 
@@ -93,7 +93,7 @@ class Context:
 UNCHANGED = Change()
 
 
-class ParamsConstraint:
+class ParamsConstraint(ParamsDriven):
     """Base of a constraint driven by parameter-table rows (optional; constraints only need :class:`Constraint`).
 
     Subclasses set ``name``, ``PARAMS`` and ``SWITCH`` (the row whose value
@@ -105,21 +105,9 @@ class ParamsConstraint:
     PARAMS: tuple = ()
     SWITCH = ""
 
-    def __init__(self, p: dict, bk):
-        self.p, self.bk, self.xp = p, bk, bk.xp
-
     @classmethod
-    def from_params(cls, p: dict, bk):
-        return cls(p, bk) if may_be_on(p[cls.SWITCH]) else None
-
-    def at(self, key: str, epoch: int):
-        """The value of parameter ``key`` at ``epoch``.
-
-        Epoch-dependent values are resolved and checked like constants by
-        :func:`pypty.parameters.schedule.resolve` (a callable returning a NaN or
-        negative weight raises PyptyParameterError naming the key and the epoch).
-        """
-        return resolve(key, self.p[key], epoch)
+    def switch_row(cls) -> str:
+        return cls.SWITCH
 
     def active(self, epoch: int) -> bool:
         v = self.at(self.SWITCH, epoch)

@@ -48,9 +48,9 @@ Common rules, for every class:
   checked against ``scipy.ndimage.gaussian_filter1d(mode="nearest",
   truncate=4)``); FFT-based maps are periodic.
 * Each class has ``check_params(p) -> list of str`` (cross-checks, messages
-  naming the parameter) and ``warnings(p)`` (a switch that is constantly on
-  resets the L-BFGS history every epoch: use a cadence such as
-  ``"lambda epoch: 1 if epoch % 10 == 0 else 0"``, design section 2.2).
+  naming the parameter).  A filter on in consecutive epochs resets the L-BFGS
+  history every epoch: validation warns about that for every class-D
+  constraint (:data:`pypty.parameters.consistency.CLASS_D_SWITCHES`).
 """
 from __future__ import annotations
 
@@ -171,15 +171,6 @@ def _number_problem(p, name, default, lo=None, lo_open=False, hi=None, hi_open=F
     if ok:
         return []
     return [f"parameter '{name}': must be {what}, got {v!r}"]
-
-
-def _constant_on_warning(p, name, on) -> list:
-    const, v = _constant(p.get(name))
-    if const and on(v):
-        return [(f"parameter '{name}': constantly on, so the L-BFGS history is reset at the start of every "
-                 f"epoch (steepest descent with Barzilai-Borwein steps); use a cadence such as "
-                 f"\"lambda epoch: 1 if epoch % 10 == 0 else 0\"")]
-    return []
 
 
 # ============================================================================ Gaussian kernels
@@ -461,9 +452,6 @@ class ChargeFlip(ParamsConstraint):
             out += _number_problem(p, name, 0.0, what="a finite float")
         return out
 
-    @classmethod
-    def warnings(cls, p: dict) -> list:
-        return _constant_on_warning(p, cls.SWITCH, _on)
 
 
 # ============================================================================ 2. Gaussian filters in xy
@@ -509,7 +497,49 @@ def _blur_object(xp, obj, sigmas_phase, sigmas_amp):
     return (amp * ph).astype(obj.dtype, copy=False)
 
 
-class GaussianFilter(ParamsConstraint):
+class _PhaseAbsorptionBlur(ParamsConstraint):
+    """Shared part of the Gaussian filters: two switch rows (phase ``SWITCH``, absorption ``_AMP``).
+
+    Subclasses set the rows, ``PAIR_OK`` (a (sigma_y, sigma_x) pair accepted),
+    ``UNIT`` and ``WHERE`` (for the message) and ``_axes(sigma) -> {axis:
+    sigma}``; :meth:`_blur` does the edit (object refined, absorption skipped
+    with ``phase_only_obj``).
+    """
+
+    _AMP = ""
+    PAIR_OK, UNIT, WHERE = False, "", ""
+
+    @classmethod
+    def from_params(cls, p: dict, bk):
+        return cls(p, bk) if may_be_on(p[cls.SWITCH]) or may_be_on(p[cls._AMP]) else None
+
+    def _sigmas(self, epoch):
+        return (_sigma_value(self.at(self.SWITCH, epoch), self.SWITCH, pair_ok=self.PAIR_OK),
+                _sigma_value(self.at(self._AMP, epoch), self._AMP, pair_ok=self.PAIR_OK))
+
+    def active(self, epoch: int) -> bool:
+        sp, sa = self._sigmas(epoch)
+        return sp is not None or sa is not None
+
+    def _axes(self, sigma) -> dict:
+        raise NotImplementedError
+
+    def _blur(self, arrays, epoch, ctx):
+        if not _refines_obj(ctx):
+            return {}, UNCHANGED
+        sp, sa = self._sigmas(epoch)
+        if _phase_only(ctx):
+            sa = None
+        if sp is None and sa is None:
+            return {}, UNCHANGED
+        out = _blur_object(self.xp, arrays["obj"], None if sp is None else self._axes(sp),
+                           None if sa is None else self._axes(sa))
+        what = " and ".join(f"{n} (sigma {s} {self.UNIT})" for n, s in (("phase", sp), ("absorption", sa))
+                            if s is not None)
+        return {"obj": out}, Change("reset", f"Gaussian filter in {self.WHERE} of the {what}")
+
+
+class GaussianFilter(_PhaseAbsorptionBlur):
     """Gaussian filters of the object phase and absorption in (y, x) (design section 3.9).
 
     Values of ``apply_gaussian_filter`` (phase) and ``apply_gaussian_filter_amplitude``
@@ -534,18 +564,11 @@ class GaussianFilter(ParamsConstraint):
     PARAMS = ("apply_gaussian_filter", "apply_gaussian_filter_amplitude")
     SWITCH = "apply_gaussian_filter"
     _AMP = "apply_gaussian_filter_amplitude"
+    PAIR_OK, UNIT, WHERE = True, "px", "(y, x)"
 
-    @classmethod
-    def from_params(cls, p: dict, bk):
-        return cls(p, bk) if may_be_on(p[cls.SWITCH]) or may_be_on(p[cls._AMP]) else None
-
-    def _sigmas(self, epoch):
-        return (_sigma_value(self.at(self.SWITCH, epoch), self.SWITCH),
-                _sigma_value(self.at(self._AMP, epoch), self._AMP))
-
-    def active(self, epoch: int) -> bool:
-        sp, sa = self._sigmas(epoch)
-        return sp is not None or sa is not None
+    def _axes(self, sigma):
+        sy, sx = sigma if isinstance(sigma, tuple) else (sigma, sigma)
+        return {-2: sy, -1: sx}
 
     def apply(self, arrays: dict, epoch: int, ctx) -> tuple:
         """Blur the phase and/or the absorption of every (slice, mode) in (y, x).
@@ -562,36 +585,16 @@ class GaussianFilter(ParamsConstraint):
         -------
         ({"obj": complex (S, K, Ny, Nx), dtype of the input}, Change("reset", ...)) or ({}, UNCHANGED).
         """
-        if not _refines_obj(ctx):
-            return {}, UNCHANGED
-        sp, sa = self._sigmas(epoch)
-        if _phase_only(ctx):
-            sa = None
-        if sp is None and sa is None:
-            return {}, UNCHANGED
-
-        def axes(s):
-            if s is None:
-                return None
-            sy, sx = s if isinstance(s, tuple) else (s, s)
-            return {-2: sy, -1: sx}
-
-        out = _blur_object(self.xp, arrays["obj"], axes(sp), axes(sa))
-        what = " and ".join(f"{n} (sigma {s} px)" for n, s in (("phase", sp), ("absorption", sa)) if s is not None)
-        return {"obj": out}, Change("reset", f"Gaussian filter in (y, x) of the {what}")
+        return self._blur(arrays, epoch, ctx)
 
     @classmethod
     def check_params(cls, p: dict) -> list:
         """Each value is False/True, a sigma >= 0 (px) or a pair (sigma_y, sigma_x) >= 0."""
         return _sigma_problem(p, cls.SWITCH, True) + _sigma_problem(p, cls._AMP, True)
 
-    @classmethod
-    def warnings(cls, p: dict) -> list:
-        return _constant_on_warning(p, cls.SWITCH, _on) + _constant_on_warning(p, cls._AMP, _on)
-
 
 # ============================================================================ 3. Gaussian filter in z
-class GaussianFilterZ(ParamsConstraint):
+class GaussianFilterZ(_PhaseAbsorptionBlur):
     """Gaussian filters of the object phase and absorption along the slices (PtyRAD ``obj_zblur``, design 4.1, 4.2).
 
     Values of ``apply_gaussian_filter_z`` (phase) and ``apply_gaussian_filter_z_amplitude``
@@ -613,18 +616,10 @@ class GaussianFilterZ(ParamsConstraint):
     PARAMS = ("apply_gaussian_filter_z", "apply_gaussian_filter_z_amplitude")
     SWITCH = "apply_gaussian_filter_z"
     _AMP = "apply_gaussian_filter_z_amplitude"
+    PAIR_OK, UNIT, WHERE = False, "slices", "z"
 
-    @classmethod
-    def from_params(cls, p: dict, bk):
-        return cls(p, bk) if may_be_on(p[cls.SWITCH]) or may_be_on(p[cls._AMP]) else None
-
-    def _sigmas(self, epoch):
-        return (_sigma_value(self.at(self.SWITCH, epoch), self.SWITCH, pair_ok=False),
-                _sigma_value(self.at(self._AMP, epoch), self._AMP, pair_ok=False))
-
-    def active(self, epoch: int) -> bool:
-        sp, sa = self._sigmas(epoch)
-        return sp is not None or sa is not None
+    def _axes(self, sigma):
+        return {0: sigma}
 
     def apply(self, arrays: dict, epoch: int, ctx) -> tuple:
         """Blur the phase and/or the absorption along the slice axis.
@@ -642,18 +637,9 @@ class GaussianFilterZ(ParamsConstraint):
         ({"obj": complex (S, K, Ny, Nx), dtype of the input}, Change("reset", ...)) or ({}, UNCHANGED)
         (also for S = 1).
         """
-        obj = arrays["obj"]
-        if not _refines_obj(ctx) or obj.shape[0] < 2:
+        if arrays["obj"].shape[0] < 2:
             return {}, UNCHANGED
-        sp, sa = self._sigmas(epoch)
-        if _phase_only(ctx):
-            sa = None
-        if sp is None and sa is None:
-            return {}, UNCHANGED
-        out = _blur_object(self.xp, obj, None if sp is None else {0: sp}, None if sa is None else {0: sa})
-        what = " and ".join(f"{n} (sigma {s} slices)" for n, s in (("phase", sp), ("absorption", sa))
-                            if s is not None)
-        return {"obj": out}, Change("reset", f"Gaussian filter in z of the {what}")
+        return self._blur(arrays, epoch, ctx)
 
     @classmethod
     def check_params(cls, p: dict) -> list:
@@ -662,10 +648,6 @@ class GaussianFilterZ(ParamsConstraint):
         if may_be_on(p.get(cls.SWITCH, False)) or may_be_on(p.get(cls._AMP, False)):
             out += _slice_problem(p, cls.SWITCH if may_be_on(p.get(cls.SWITCH, False)) else cls._AMP)
         return out
-
-    @classmethod
-    def warnings(cls, p: dict) -> list:
-        return _constant_on_warning(p, cls.SWITCH, _on) + _constant_on_warning(p, cls._AMP, _on)
 
 
 # ============================================================================ 4. kr filter
@@ -751,9 +733,6 @@ class KrFilter(ParamsConstraint):
                 + _number_problem(p, "kr_filter_width", 0.05, lo=0, lo_open=True, what="a float > 0 (cycles/px)")
                 + _choice_problem(p, "kr_filter_obj_type"))
 
-    @classmethod
-    def warnings(cls, p: dict) -> list:
-        return _constant_on_warning(p, cls.SWITCH, lambda v: _is_number(v) and float(v) > 0)
 
 
 # ============================================================================ 5. kz filter
@@ -876,9 +855,6 @@ class KzFilter(ParamsConstraint):
             out += _slice_problem(p, cls.SWITCH)
         return out
 
-    @classmethod
-    def warnings(cls, p: dict) -> list:
-        return _constant_on_warning(p, cls.SWITCH, lambda v: _is_number(v) and float(v) > 0)
 
 
 # ============================================================================ 6. DCT threshold
@@ -989,9 +965,6 @@ class DctThreshold(ParamsConstraint):
                                 what="a float in (0, 1] (1 = off)")
                 + _choice_problem(p, "dct_obj_type"))
 
-    @classmethod
-    def warnings(cls, p: dict) -> list:
-        return _constant_on_warning(p, cls.SWITCH, lambda v: _is_number(v) and float(v) < 1)
 
 
 #: constraint classes of this module, in order of application

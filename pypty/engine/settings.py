@@ -8,6 +8,7 @@ import numpy as np
 
 from ..model.refinables import REFINABLES
 from ..model.reparam import block_reparam
+from ..parameters.consistency import check_wolfe
 from ..parameters.errors import PyptyParameterError
 from ..parameters.schedule import resolve
 
@@ -117,9 +118,7 @@ class EpochSettings:
             raise PyptyParameterError(f"parameter 'algorithm' at epoch {epoch}: an epoch-dependent loss may not "
                                       f"return 'lsq_compressed' (compressed data keep the constant loss)")
         c1, c2 = float(r("wolfe_c1_constant")), float(r("wolfe_c2_constant"))
-        if not c1 < c2:  # constants are checked by validate; epoch-dependent ones here
-            raise PyptyParameterError(f"parameters 'wolfe_c1_constant' ({c1!r}) and 'wolfe_c2_constant' ({c2!r}) at "
-                                      f"epoch {epoch} must satisfy 0 < wolfe_c1_constant < wolfe_c2_constant < 1")
+        check_wolfe(c1, c2, epoch)  # constants are checked by validate too
         return cls(
             epoch=int(epoch), refine=tuple(refine), sequence=seq, phase_only_obj=bool(r("phase_only_obj")),
             probe_part=part,

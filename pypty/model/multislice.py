@@ -133,9 +133,6 @@ class MultisliceModel:
     detector_blur_sigma: float = 0.0
 
     def __post_init__(self):
-        if callable(self.loss_name):  # an epoch-dependent algorithm: the default is its loss at epoch 0
-            from ..parameters.schedule import resolve
-            object.__setattr__(self, "loss_name", str(resolve("algorithm", self.loss_name, 0)))
         xp = self.bk.xp
         cdt = np.dtype(self.complex_dtype)
         rdt = np.finfo(cdt).dtype

@@ -26,7 +26,7 @@ from ..initialize.probe import probe_from_parameters
 from ..operators.optics import electron_wavelength_A
 from ..parameters import parameter_error as _err
 from ..parameters.epoch_eval import EpochExpression
-from ..parameters.schedule import may_be_on
+from ..parameters.schedule import may_be_on, resolve
 from .canvas import ensure_margin
 from .limits import check_sizes
 from .multislice import MultisliceModel
@@ -262,7 +262,8 @@ def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
     eps = max(1e-6 * mean_total / (detector[0] * detector[1]), 1e-12)
     model = MultisliceModel(bk, win, pix, lam, tuple(dz), cdt, propmethod=p["propmethod"],
                             cutoff=float(p["damping_cutoff_multislice"]), rolloff=float(p["smooth_rolloff"]),
-                            loss_name=p["algorithm"], eps=eps, upsample=up, acc_voltage_kV=float(p["acc_voltage"]),
+                            loss_name=str(resolve("algorithm", p["algorithm"], 0)),  # per epoch: EpochSettings
+                            eps=eps, upsample=up, acc_voltage_kV=float(p["acc_voltage"]),
                             detector_blur_sigma=float(p["detector_blur_sigma"]), **kw)
     # ---------------------------------------------------------------- data access
     per_pattern = source.n_signals if compressed else detector[0] * detector[1]

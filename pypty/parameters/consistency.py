@@ -24,18 +24,25 @@ from .errors import PyptyParameterError, parameter_error
 from .epoch_eval import EpochExpression
 from .schedule import may_be_on, resolve
 
-__all__ = ["check_consistency"]
+__all__ = ["check_consistency", "check_wolfe"]
 
 #: Preprocessing parameters that compressed data (algorithm "lsq_compressed") leaves at their defaults.
 _COMPRESSED_DEFAULTS = (("data_bin", 1), ("data_pad", 0), ("flip_ky", False), ("upsample_pattern", 1))
 
 
+def check_wolfe(c1, c2, epoch=None) -> None:
+    """Raise unless ``c1 < c2`` (the Wolfe constants; ``epoch``: where epoch-dependent values were resolved)."""
+    if not c1 < c2:
+        at = "" if epoch is None else f" at epoch {epoch}"
+        raise PyptyParameterError(
+            f"parameters 'wolfe_c1_constant' ({c1!r}) and 'wolfe_c2_constant' ({c2!r}){at} must satisfy "
+            f"0 < wolfe_c1_constant < wolfe_c2_constant < 1")
+
+
 def _wolfe_constants(p):
     c1, c2 = p["wolfe_c1_constant"], p["wolfe_c2_constant"]
-    if not callable(c1) and not callable(c2) and not c1 < c2:
-        raise PyptyParameterError(
-            "parameters 'wolfe_c1_constant' (%r) and 'wolfe_c2_constant' (%r) must satisfy "
-            "0 < wolfe_c1_constant < wolfe_c2_constant < 1" % (c1, c2))
+    if not callable(c1) and not callable(c2):  # epoch-dependent ones: EpochSettings.resolve, per epoch
+        check_wolfe(c1, c2)
 
 
 def _compressed_data(p):

@@ -26,7 +26,7 @@ from .epoch_eval import resolve as _evaluate
 from .errors import PyptyParameterError
 from .table import PARAMETERS
 
-__all__ = ["resolve", "may_be_on", "every"]
+__all__ = ["resolve", "may_be_on", "every", "ParamsDriven"]
 
 
 def _brief(value: Any) -> str:
@@ -104,3 +104,35 @@ def every(flag, epoch: int) -> bool:
         return bool(flag)
     n = int(flag)
     return n > 0 and (epoch + 1) % n == 0
+
+
+class ParamsDriven:
+    """Shared base of loss terms and hand constraints driven by parameter-table rows.
+
+    Holds the validated parameters ``p`` and the backend (``bk``, ``xp``);
+    :meth:`at` resolves a row at an epoch; :meth:`from_params` builds the
+    object unless its switch row (:meth:`switch_row`) is constantly off.
+    Subclasses: :class:`pypty.regularizers.base.ParamsTerm` (switch = its
+    weight) and :class:`pypty.constraints.base.ParamsConstraint`.
+    """
+
+    def __init__(self, p: dict, bk):
+        self.p, self.bk, self.xp = p, bk, bk.xp
+
+    @classmethod
+    def switch_row(cls) -> str:
+        """The row whose value switches the object on."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_params(cls, p: dict, bk):
+        return cls(p, bk) if may_be_on(p[cls.switch_row()]) else None
+
+    def at(self, key: str, epoch: int):
+        """The value of parameter ``key`` at ``epoch``.
+
+        Epoch-dependent values are resolved and checked like constants by
+        :func:`resolve` (a callable returning a NaN or negative weight raises
+        PyptyParameterError naming the key and the epoch).
+        """
+        return resolve(key, self.p[key], epoch)

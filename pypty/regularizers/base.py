@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..parameters.schedule import may_be_on, resolve
+from ..parameters.schedule import ParamsDriven
 
 __all__ = ["LossTerm", "ParamsTerm", "value_key"]
 
@@ -56,7 +56,7 @@ def value_key(value):
     return "array%s:%s:%s" % (arr.shape, arr.dtype, digest)
 
 
-class ParamsTerm:
+class ParamsTerm(ParamsDriven):
     """Base of a loss term driven by parameter-table rows (optional; terms only need :class:`LossTerm`).
 
     Subclasses set ``name``, ``PARAMS`` (the rows they implement) and
@@ -69,21 +69,9 @@ class ParamsTerm:
     PARAMS: tuple = ()
     WEIGHT = ""
 
-    def __init__(self, p: dict, bk):
-        self.p, self.bk, self.xp = p, bk, bk.xp
-
     @classmethod
-    def from_params(cls, p: dict, bk):
-        return cls(p, bk) if may_be_on(p[cls.WEIGHT]) else None
-
-    def at(self, key: str, epoch: int):
-        """The value of parameter ``key`` at ``epoch``.
-
-        Epoch-dependent values are resolved and checked like constants by
-        :func:`pypty.parameters.schedule.resolve` (a callable returning a NaN or
-        negative weight raises PyptyParameterError naming the key and the epoch).
-        """
-        return resolve(key, self.p[key], epoch)
+    def switch_row(cls) -> str:
+        return cls.WEIGHT
 
     def weight(self, epoch: int) -> float:
         return float(self.at(self.WEIGHT, epoch))
