@@ -120,13 +120,16 @@ class _CountingBackend:
     def __getattr__(self, name):
         return getattr(self._bk, name)
 
-    def fft2(self, a):
-        self.images += int(np.prod(a.shape[:-2]))
-        return self._bk.fft2(a)
+    def with_workers(self, workers):
+        return self  # threads do not change the count
 
-    def ifft2(self, a):
+    def fft2(self, a, **kw):
         self.images += int(np.prod(a.shape[:-2]))
-        return self._bk.ifft2(a)
+        return self._bk.fft2(a, **kw)
+
+    def ifft2(self, a, **kw):
+        self.images += int(np.prod(a.shape[:-2]))
+        return self._bk.ifft2(a, **kw)
 
 
 def check_fft_count(model, evaluate, n_patterns, n_slices, probe_modes, propmethod="multislice"):
@@ -374,7 +377,7 @@ def header(bk, args):
         backend += f" ({gpu})"
         libs += f", cupy {cupy.__version__}"
     else:
-        backend += f" (scipy.fft, workers={bk.workers})"
+        backend += f" ({getattr(bk, 'fft_name', 'scipy')} FFTs, threads={bk.workers})"
     return (f"date: {now} | machine: {machine} | backend: {backend} | {libs} | "
             f"git: {_git_commit()} | model: {args.propmethod}{' + tilts (all types, refined)' if args.tilts else ''} | patterns: {args.patterns} | canvas: {args.canvas or 'fits the scan'} | repeat: {args.repeat} (median after 1 warm-up) | "
             f"python {platform.python_version()} | load average at start: {_loadavg()}")
@@ -422,7 +425,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=None,
                     help="compute_batch B (default 64 for N <= 64, 32 above)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--workers", type=int, default=None, help="scipy.fft workers (default: all CPUs)")
+    ap.add_argument("--workers", type=int, default=None, help="CPU FFT threads (default: all CPUs)")
+    ap.add_argument("--fft", default=None, choices=["auto", "fftw", "ducc0", "scipy"],
+                    help="CPU FFT engine (pypty.fft; default: PYPTY_FFT or auto)")
     ap.add_argument("--canvas", type=int, default=0,
                     help="minimum object canvas side in px (default: just large enough for the scan); "
                          "shows how the cost of the object gradient's scatter-add grows with the canvas")
@@ -435,7 +440,7 @@ def main(argv=None):
                     help="instead of the table: cProfile breakdown of one evaluation per configuration")
     args = ap.parse_args(argv)
 
-    bk = get_backend(args.backend, workers=args.workers)
+    bk = get_backend(args.backend, workers=args.workers, fft=args.fft)
     head = header(bk, args)
     if args.profile:
         print(head, flush=True)

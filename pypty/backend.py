@@ -28,6 +28,7 @@ dot-product tests and Wirtinger gradients free of N^2 factors).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import warnings
@@ -108,12 +109,23 @@ class Backend:
     name : str
         ``"numpy"`` or ``"cupy"``.
     workers : int
-        Threads for ``scipy.fft`` (ignored on CuPy).
+        Threads of the CPU FFTs (ignored on CuPy).
+    transforms : object or None
+        CPU FFT engine of :mod:`pypty.fft` (FFTW, ducc0 or scipy.fft) used by
+        :meth:`fft2` / :meth:`ifft2` on NumPy; None: ``scipy.fft``.
     """
 
     xp: Any
     name: str
     workers: int = 1
+    transforms: Any = None
+
+    @property
+    def fft_name(self) -> str:
+        """The library doing this backend's 2-D FFTs (``cufft``, ``fftw``, ``ducc0`` or ``scipy``)."""
+        if self.name == "cupy":
+            return "cufft"
+        return "scipy" if self.transforms is None or self.name == "strict" else self.transforms.name
 
     @property
     def is_gpu(self) -> bool:
@@ -135,17 +147,33 @@ class Backend:
         return DEVICE_BYTES
 
     # --- FFTs over the last two axes, unitary ("ortho") ---------------------
-    def fft2(self, a):
-        """Unitary 2D FFT over the last two axes; sign exp(-2 pi i k.r)."""
-        if self.is_gpu:
-            return self.xp.fft.fft2(a, norm="ortho")
-        return scipy.fft.fft2(a, norm="ortho", workers=self.workers, overwrite_x=False)
+    def fft2(self, a, unscaled: bool = False):
+        """Unitary 2D FFT over the last two axes; sign exp(-2 pi i k.r).
 
-    def ifft2(self, a):
-        """Unitary inverse 2D FFT over the last two axes (adjoint of fft2)."""
+        ``unscaled=True``: the plain sum ``sum_r a(r) exp(-2 pi i k.r)``
+        (sqrt(Y X) times the unitary transform), for callers that fold the
+        scale into a kernel they multiply anyway.
+        """
         if self.is_gpu:
-            return self.xp.fft.ifft2(a, norm="ortho")
-        return scipy.fft.ifft2(a, norm="ortho", workers=self.workers, overwrite_x=False)
+            return self.xp.fft.fft2(a, norm="backward" if unscaled else "ortho")
+        if self.transforms is not None:
+            return self.transforms.fft2(a, unscaled=unscaled, threads=self.workers)
+        return scipy.fft.fft2(a, norm="backward" if unscaled else "ortho", workers=self.workers)
+
+    def ifft2(self, a, unscaled: bool = False):
+        """Unitary inverse 2D FFT over the last two axes (adjoint of fft2).
+
+        ``unscaled=True``: the plain sum ``sum_k a(k) exp(+2 pi i k.r)`` (no 1/(Y X)).
+        """
+        if self.is_gpu:
+            return self.xp.fft.ifft2(a, norm="forward" if unscaled else "ortho")
+        if self.transforms is not None:
+            return self.transforms.ifft2(a, unscaled=unscaled, threads=self.workers)
+        return scipy.fft.ifft2(a, norm="forward" if unscaled else "ortho", workers=self.workers)
+
+    def with_workers(self, workers: int) -> "Backend":
+        """The same backend with ``workers`` threads per CPU transform (the FFT engine and its plans shared)."""
+        return dataclasses.replace(self, workers=int(workers))
 
     # --- transfers ------------------------------------------------------------
     def asarray(self, a, dtype=None):
@@ -164,7 +192,21 @@ class Backend:
             self.xp.get_default_memory_pool().free_all_blocks()
 
 
-def get_backend(name: str | None = None, workers: int | None = None) -> Backend:
+@functools.lru_cache(maxsize=8)
+def _cached_transforms(make, fft, workers):
+    return make(fft, workers)
+
+
+def _transforms(make, fft, workers):
+    """One FFT engine per (name, threads) and process, so that its plans are made once."""
+    if fft is None:
+        from .fft import FFT_ENV
+
+        fft = os.environ.get(FFT_ENV, "").strip().lower() or "auto"
+    return _cached_transforms(make, fft, workers)
+
+
+def get_backend(name: str | None = None, workers: int | None = None, fft: str | None = None) -> Backend:
     """Pick the array backend.
 
     Parameters
@@ -176,14 +218,21 @@ def get_backend(name: str | None = None, workers: int | None = None) -> Backend:
         is installed but unusable).  "strict": the device-strict stand-in
         (:mod:`pypty.strict_device`).  An explicit name is always honoured.
     workers : int, optional
-        ``scipy.fft`` threads; default ``os.cpu_count()``.
+        Threads of the CPU FFTs; default ``os.cpu_count()``.
+    fft : {"auto", "fftw", "ducc0", "scipy", None}
+        CPU FFT engine (:func:`pypty.fft.make_transforms`); None: the
+        environment variable ``PYPTY_FFT``, else ``"auto"`` (FFTW when pyFFTW
+        is installed, which it is with pypty; otherwise ducc0, otherwise
+        ``scipy.fft``).  Ignored on CuPy.
 
     Raises
     ------
     RuntimeError
         ``name="cupy"`` requested but no usable CUDA device (the reason is in the message).
     ValueError
-        Unknown ``name`` or ``PYPTY_DEVICE`` value.
+        Unknown ``name``, ``PYPTY_DEVICE`` or ``fft`` / ``PYPTY_FFT`` value.
+    ImportError
+        The FFT engine named by ``fft`` / ``PYPTY_FFT`` is not installed.
     """
     if workers is None:
         workers = os.cpu_count() or 1
@@ -199,7 +248,9 @@ def get_backend(name: str | None = None, workers: int | None = None) -> Backend:
             _notice_cpu_fallback(why)
         name = "cupy" if ok else "numpy"
     if name == "numpy":
-        return Backend(np, "numpy", workers)
+        from .fft import make_transforms
+
+        return Backend(np, "numpy", workers, _transforms(make_transforms, fft, workers))
     if name == "strict":
         from . import strict_device
 

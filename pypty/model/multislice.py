@@ -163,8 +163,18 @@ class MultisliceModel:
                              f"{self.detector_blur_sigma!r}")
         det = (win[0] // self.upsample, win[1] // self.upsample)
         blur = xp.asarray(ops.blur_transfer(det, sigma), dtype=rdt) if sigma > 0 else None
+        fz = None
+        if self.bk.name == "numpy":
+            from ..operators import cpu_kernels
+
+            fz = cpu_kernels.kernels() if cpu_kernels.available() else None
+        n_px = float(win[0] * win[1])
         derived = dict(
-            window_yx=win, detector_yx=det, steps=steps,
+            window_yx=win, detector_yx=det, steps=steps, _fz=fz,
+            # the propagator with the scales of an unscaled fft2/ifft2 pair folded in (fused CPU path)
+            _kernels_unscaled={d: (k / n_px).astype(cdt) for d, k in kernels.items()} if fz is not None else {},
+            _kernels_unscaled_adj={d: (k.conj() / n_px).astype(cdt) for d, k in kernels.items()}
+            if fz is not None else {},
             _kyx_px=(xp.asarray(np.fft.fftfreq(win[0])[:, None], dtype=rdt),
                      xp.asarray(np.fft.fftfreq(win[1])[None, :], dtype=rdt)),
             _kyx_A=(xp.asarray(np.fft.fftfreq(win[0], d=self.pixel_size_yx_A[0])[:, None], dtype=rdt),
@@ -230,20 +240,30 @@ class MultisliceModel:
             start += len(b)
         return host, dev
 
-    def _forward(self, arrays, probe_hat, bidx, subpixel, keep, bidx_dev=None):
+    def _forward(self, arrays, probe_hat, bidx, subpixel, keep, bidx_dev=None, bk=None):
         """Forward pass of one batch; returns (measured-quantity model, cache for the backward pass).
 
-        ``bidx``: NumPy indices of the batch; ``bidx_dev``: the same on the device (None: copied here).
+        ``bidx``: NumPy indices of the batch; ``bidx_dev``: the same on the device (None: copied here);
+        ``bk``: the backend of this batch's transforms (None: the model's; see :meth:`loss_and_grad`).
         """
-        bk, xp = self.bk, self.bk.xp
+        bk = self.bk if bk is None else bk
+        xp = bk.xp
         canvas = arrays["obj"].shape[-2:]
         if bidx_dev is None:
             bidx_dev = xp.asarray(bidx)
         tilts = arrays.get("tilts")
         corners, frac = ops.split_positions(xp, arrays["positions"][bidx_dev], self.window_yx, canvas, subpixel)
-        idx = ops.patch_indices(xp, corners, self.window_yx, canvas)
+        fz = self._fz
         # one gather per distinct transmission exponent (only 1 except for yoshida): (S, B, Mo, Y, X)
-        patches = {w: ops.extract_patches(xp, o, idx) for w, o in arrays["_powered"].items()}
+        if fz is None:
+            idx = ops.patch_indices(xp, corners, self.window_yx, canvas)
+            patches = {w: ops.extract_patches(xp, o, idx) for w, o in arrays["_powered"].items()}
+        else:  # fused CPU path: windows copied straight from the canvas, no index arrays
+            idx = corners
+            patches = {}
+            for w, o in arrays["_powered"].items():
+                patches[w] = np.empty((o.shape[0], len(bidx), o.shape[1]) + tuple(self.window_yx), o.dtype)
+                fz.gather_windows(patches[w], o, corners)
         ramp = ops.shift_ramp(xp, self._kyx_px, frac, self._cdt)  # (B, Y, X)
         pn, ctf = self._probe_spectra(probe_hat, arrays, bidx, bidx_dev)
         psi = ops.shift_probe(bk, pn, ramp)  # (B, Mp, Y, X)
@@ -264,6 +284,10 @@ class MultisliceModel:
                 kern = self._kernels[st.distance]
                 if t_inside is not None:
                     kern = kern * ops.tilt_ramp(xp, self._kyx_A, t_inside, st.distance, self._cdt)[:, None, None]
+                elif fz is not None:  # fused CPU path: the spectrum is needed by tilt gradients only
+                    psi = self._propagate_unscaled(bk, psi, self._kernels_unscaled[st.distance])
+                    trace.append((st, None, kern))
+                    continue
                 psi, w_hat = ops.propagate(bk, psi, kern, keep_spectrum=True)
                 trace.append((st, w_hat if keep else None, kern))
         if t_after is not None:
@@ -273,6 +297,10 @@ class MultisliceModel:
         if self._nf is not None:
             h = self._nf[bidx_dev] if self._nf.shape[0] > 1 else self._nf
             inten, field_ = ops.near_field(bk, psi, h)
+        elif fz is not None:  # fused CPU path: |Psi|^2 summed over modes in one pass, the unitary scale folded in
+            field_ = bk.fft2(psi, unscaled=True)
+            inten = np.empty((field_.shape[0],) + field_.shape[-2:], self._rdt)
+            fz.intensity(inten, field_, self._rdt.type(1.0 / (field_.shape[-1] * field_.shape[-2])))
         else:
             inten, field_ = ops.farfield(bk, psi)
         inten = ops.bin_pattern(xp, inten, self.upsample)
@@ -291,6 +319,12 @@ class MultisliceModel:
                      e_before=e_before, e_after=e_after, t_inside=t_inside, trace=trace, psi_exit=psi,
                      field=field_, h=h, inten=inten)
         return model, cache
+
+    def _propagate_unscaled(self, bk, psi, kern_unscaled):
+        """:func:`pypty.operators.propagate` on the fused CPU path: unscaled transforms, kernel / (Y X)."""
+        h = bk.fft2(psi, unscaled=True)
+        self._fz.multiply_kernel(h.reshape((-1,) + h.shape[-2:]), kern_unscaled)
+        return bk.ifft2(h, unscaled=True)
 
     # ------------------------------------------------------------------ public
     def predict(self, arrays, idx, subpixel=True):
@@ -385,12 +419,55 @@ class MultisliceModel:
             patterns not in the batches).  Of the data loss, or of
             ``w * loss + R`` with a ``pattern_term``.
         """
-        bk, xp = self.bk, self.bk.xp
+        bk = self.bk
         loss = self.loss_name if loss_name is None or self.compressed else loss_name
         need = set(need)
-        obj, probe = arrays["obj"], arrays["probe"]
-        probe_hat = bk.fft2(probe)
+        obj = arrays["obj"]
+        probe_hat = bk.fft2(arrays["probe"])
         arrays = dict(arrays, _powered=self._powered(obj))
+        work = list(zip(*self._batches(batches)))
+        n_workers = self.batch_workers(len(work))
+        run = (arrays, probe_hat, get_data, need, subpixel, pattern_term, loss)
+        if n_workers <= 1:
+            total, g = self._accumulate(run, work, bk)
+        else:  # batches in threads; each its own accumulators, summed in worker order (deterministic)
+            from concurrent.futures import ThreadPoolExecutor
+
+            bk1 = bk.with_workers(1)
+            first = get_data(work[0][0])  # a data source may build its host copy on first use: not in a thread
+            with ThreadPoolExecutor(n_workers, thread_name_prefix="pypty-batch") as pool:
+                futures = [pool.submit(self._accumulate, run, work[w::n_workers], bk1, first if w == 0 else None)
+                           for w in range(n_workers)]
+                results = [f.result() for f in futures]
+            total, g = results[0]
+            for t, gw in results[1:]:
+                total = total + t
+                for name, val in gw.items():
+                    if name == "_powered":
+                        for w, v in val.items():
+                            g[name][w] += v
+                    else:
+                        g[name] += val
+        return self._finish(arrays, g, need, float(total))
+
+    def batch_workers(self, n_batches: int) -> int:
+        """Batches evaluated at once, each in its own thread: ``min(bk.workers, n_batches)`` on NumPy, else 1.
+
+        On the CPU the batches of an evaluation run in ``bk.workers`` threads
+        (NumPy, Numba and FFTW release the GIL), each with single-threaded
+        transforms, and their sums are added in a fixed order; a single batch
+        runs alone with ``bk.workers`` threads per transform.  On a GPU
+        batches run one after the other.  The result depends on the number
+        of workers only through the order of the additions of the per-worker
+        sums (rounding), and is the same bits for the same number.
+        """
+        if self.bk.name != "numpy" or n_batches < 2:
+            return 1
+        return max(1, min(int(self.bk.workers), n_batches))
+
+    def _zero_grads(self, arrays, probe_hat, need):
+        xp = self.bk.xp
+        obj = arrays["obj"]
         g = {}
         if "obj" in need:  # accumulated per transmission exponent w, i.e. w.r.t. O^w on the canvas
             flat = (obj.shape[0], obj.shape[1], obj.shape[2] * obj.shape[3])
@@ -400,17 +477,31 @@ class MultisliceModel:
         for name in ("positions", "tilts", "beam_current", "static_background", "aberrations_array"):
             if name in need:
                 g[name] = xp.zeros(arrays[name].shape, dtype=xp.float64)
+        return g
+
+    def _accumulate(self, run, work, bk, first_data=None):
+        """Loss (0-d float64) and gradient accumulators of the batches ``work`` [(bidx, bidx_dev), ...]."""
+        arrays, probe_hat, get_data, need, subpixel, pattern_term, loss = run
+        xp = bk.xp
+        g = self._zero_grads(arrays, probe_hat, need)
         total = xp.zeros((), dtype=xp.float64)
         keep = bool(need & {"obj", "tilts"})
-        for bidx, bidx_dev in zip(*self._batches(batches)):
-            model, c = self._forward(arrays, probe_hat, bidx, subpixel, keep, bidx_dev)
-            val, dl = data_loss(loss, xp, model, get_data(bidx), self.eps, self.compressed)
+        for i, (bidx, bidx_dev) in enumerate(work):
+            model, c = self._forward(arrays, probe_hat, bidx, subpixel, keep, bidx_dev, bk=bk)
+            data = first_data if (i == 0 and first_data is not None) else get_data(bidx)
+            val, dl = data_loss(loss, xp, model, data, self.eps, self.compressed)
             total += val
             if need:
                 if pattern_term is not None:  # one adjoint pass for w * data + R
                     w = float(pattern_term.data_weight)
                     dl = (dl if w == 1.0 else w * dl) + pattern_term.dl(model, bidx).astype(dl.dtype, copy=False)
-                self._backward(arrays, bidx, c, dl, need, g)
+                self._backward(arrays, bidx, c, dl, need, g, bk=bk)
+        return total, g
+
+    def _finish(self, arrays, g, need, total):
+        """Gradients of the arrays from the accumulators (chain rule through O^w, probe spectrum -> probe)."""
+        bk, xp = self.bk, self.bk.xp
+        obj, probe = arrays["obj"], arrays["probe"]
         grads = {}
         if "obj" in need:
             gp = g.pop("_powered")
@@ -428,8 +519,9 @@ class MultisliceModel:
         return float(total), grads
 
     # ------------------------------------------------------------------ backward
-    def _backward(self, arrays, bidx, c, dl, need, g):
-        bk, xp = self.bk, self.bk.xp
+    def _backward(self, arrays, bidx, c, dl, need, g, bk=None):
+        bk = self.bk if bk is None else bk
+        xp = bk.xp
         bidx_dev = c["bidx_dev"]
         if self.compressed:
             dl = ops.compress_adjoint(xp, dl, self.masks)
@@ -447,6 +539,11 @@ class MultisliceModel:
         dl = ops.bin_pattern_adjoint(xp, dl, self.upsample)
         if c["h"] is not None:  # near field: intensity image -> exit wave
             chi = ops.near_field_adjoint(bk, dl, c["field"], c["h"])
+        elif self._fz is not None:  # fused CPU path: field is the unscaled spectrum of the forward pass
+            field_ = c["field"]
+            dl = np.array(dl, dtype=self._rdt)  # scaled in place below (a copy: dl may be the caller's)
+            self._fz.scale_by_pattern(field_, dl, self._rdt.type(2.0 / (field_.shape[-1] * field_.shape[-2])))
+            chi = bk.ifft2(field_, unscaled=True)  # (B, Mo, Mp, Y, X)
         else:
             chi = ops.farfield_adjoint(bk, dl, c["field"])  # (B, Mo, Mp, Y, X)
         if c["e_after"] is not None:
@@ -455,15 +552,25 @@ class MultisliceModel:
                                ops.tilt_phase_gradient(xp, chi, c["psi_exit"], self._ryx_A, self.wavelength_A))
             chi = ops.modulate_adjoint(chi, c["e_after"])
         to_probe = bool(need & {"probe", "positions", "aberrations_array", "tilts"})
+        fz, canvas = self._fz, arrays["obj"].shape[-2:]
         for i in range(len(c["trace"]) - 1, -1, -1):
             st, saved, op = c["trace"][i]
-            if st.kind == "T":
+            if st.kind == "T" and fz is not None:  # fused CPU path: no temporaries, chi updated in place
+                if "obj" in need:
+                    acc = g["_powered"][st.weight][st.slice_index]
+                    fz.scatter_conj_product(acc.reshape(acc.shape[0], *canvas), chi, saved, c["idx"])
+                if i == 0 and not to_probe:
+                    return
+                fz.multiply_conj_patches(chi, op)
+            elif st.kind == "T":
                 if "obj" in need:  # scattered before the wave's adjoint: the temporaries never coexist
                     ops.scatter_patches(xp, g["_powered"][st.weight][st.slice_index],
                                         ops.transmit_patches_adjoint(xp, chi, saved), c["idx"])
                 if i == 0 and not to_probe:
                     return
                 chi = ops.transmit_adjoint(chi, op)
+            elif fz is not None and c["t_inside"] is None:
+                chi = self._propagate_unscaled(bk, chi, self._kernels_unscaled_adj[st.distance])
             else:
                 inside = "tilts" in need and c["t_inside"] is not None
                 chi, g_hat = ops.propagate_adjoint(bk, chi, op, keep_spectrum=True)
