@@ -30,7 +30,7 @@ import threading
 import numpy as np
 
 __all__ = ["ScipyTransforms", "FFTWTransforms", "DuccTransforms", "make_transforms", "AUTO_ORDER",
-           "FFT_ENV", "available_engines"]
+           "FFT_ENV", "CACHE_ENV", "available_engines", "cache_dir"]
 
 #: Environment variable naming the CPU FFT engine (``scipy``, ``fftw``, ``ducc0`` or ``auto``).
 FFT_ENV = "PYPTY_FFT"
@@ -97,6 +97,108 @@ class DuccTransforms:
         return self._run(a, unscaled, False, threads)
 
 
+#: Environment variable: folder of pypty's caches (FFTW wisdom); ``0`` or ``off``: no FFTW wisdom file.
+CACHE_ENV = "PYPTY_CACHE_DIR"
+
+
+def cache_dir():
+    """Folder of pypty's caches: ``PYPTY_CACHE_DIR``, else ``$XDG_CACHE_HOME/pypty`` or ``~/.cache/pypty``; None: off."""
+    d = os.environ.get(CACHE_ENV, "").strip()
+    if d.lower() in ("0", "off", "none", "false"):
+        return None
+    if d:
+        return d
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "pypty")
+
+
+class _Wisdom:
+    """FFTW wisdom shared by the processes of one machine through a file (plans reproducible across processes).
+
+    With ``FFTW_MEASURE`` FFTW times candidate algorithms and keeps the
+    fastest; under different machine load two processes can pick different
+    algorithms for the same transform, whose results differ in the last bits.
+    An exact restart in a new process then would not reproduce the run.  So
+    every plan made is added to a wisdom file per machine
+    (``<cache>/fftw_wisdom-<host>.pickle``, written atomically), and before
+    making a plan a process imports that file: a transform measured once on
+    a machine is planned the same way by every later process there.
+    Unreadable or unwritable files are reported once (RuntimeWarning) and
+    the plans are then measured per process.
+    """
+
+    def __init__(self, pyfftw):
+        self._pf = pyfftw
+        d = cache_dir()
+        self.path = None if d is None else os.path.join(d, f"fftw_wisdom-{_host_tag()}.pickle")
+        self._stamp = None
+        self._warned = False
+
+    def _warn(self, what, exc):
+        if not self._warned:
+            import warnings
+
+            warnings.warn(f"pypty: FFTW wisdom file {self.path}: cannot {what} ({type(exc).__name__}: {exc}); "
+                          f"FFT plans are measured per process (exact restarts in a new process may differ in the "
+                          f"last bits). Set {CACHE_ENV} to a writable folder.", RuntimeWarning, stacklevel=5)
+            self._warned = True
+
+    def load(self):
+        if self.path is None:
+            return
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._warn("read it", exc)
+            return
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
+        try:
+            import pickle
+
+            with open(self.path, "rb") as f:
+                wisdom = pickle.load(f)
+            if not (isinstance(wisdom, tuple) and len(wisdom) == 3 and all(isinstance(w, bytes) for w in wisdom)):
+                raise ValueError("not FFTW wisdom (a tuple of 3 byte strings)")
+            self._pf.import_wisdom(wisdom)
+            self._stamp = stamp
+        except Exception as exc:  # a damaged or foreign file: measured plans instead
+            self._warn("read it", exc)
+
+    def save(self):
+        if self.path is None:
+            return
+        try:
+            import pickle
+            import tempfile
+
+            self.load()  # merge what other processes added meanwhile
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".fftw_wisdom-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    pickle.dump(self._pf.export_wisdom(), f)
+                os.replace(tmp, self.path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+            st = os.stat(self.path)
+            self._stamp = (st.st_mtime_ns, st.st_size)
+        except Exception as exc:
+            self._warn("write it", exc)
+
+
+def _host_tag() -> str:
+    import platform
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{platform.node() or 'host'}-{platform.machine() or 'cpu'}")[:80]
+
+
 class FFTWTransforms:
     """FFTW (pyFFTW) with plans made once per (shape, dtype, direction, threads) and kept (``FFTW_MEASURE``).
 
@@ -125,6 +227,7 @@ class FFTWTransforms:
         self._pools = {}  # key -> idle plans; insertion order = least recently used first
         self._lock = threading.Lock()  # guards the pools and FFTW's planner (not thread-safe)
         self._fallback = ScipyTransforms(threads)  # real or unusual inputs
+        self._wisdom = _Wisdom(pyfftw)
 
     def _acquire(self, key):
         with self._lock:
@@ -140,7 +243,10 @@ class FFTWTransforms:
             pf = self._pyfftw
             a = pf.empty_aligned(shape, dtype=dtype)
             b = pf.empty_aligned(shape, dtype=dtype)
-            return pf.FFTW(a, b, axes=(-2, -1), direction=direction, flags=(self.effort,), threads=threads)
+            self._wisdom.load()  # plans measured by other processes on this machine are reused, not re-measured
+            plan = pf.FFTW(a, b, axes=(-2, -1), direction=direction, flags=(self.effort,), threads=threads)
+            self._wisdom.save()
+            return plan
 
     def _release(self, key, plan):
         with self._lock:
