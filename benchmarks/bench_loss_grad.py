@@ -21,7 +21,12 @@ Usage::
 
     python benchmarks/bench_loss_grad.py [--backend numpy|cupy] [--sizes 64 128]
         [--slices 1 6] [--modes 1 4] [--dtypes complex64 complex128]
-        [--patterns 128] [--batch B] [--repeat 3] [--workers W] [--markdown]
+        [--patterns 128] [--batch B] [--repeat 3] [--workers W] [--fft ENGINE] [--markdown]
+        [--compare REV [--rounds 2]] [--profile]
+
+``--compare REV`` runs the script of git revision REV (a temporary worktree)
+and this checkout's alternately, configuration by configuration, and prints
+both with the speed-up: the side-by-side figure of a change.
 
 Timings are the median of ``--repeat`` runs after one warm-up run each, read with
 ``time.perf_counter`` (after ``cupy.cuda.Device().synchronize()`` on CuPy);
@@ -249,15 +254,26 @@ def fft_bound_fn(bk, n, n_slices, probe_modes, cdt, batches, object_modes=1, see
     arrays = {b: {"probe": rnd((b, probe_modes, n, n)), "wave": rnd((b, object_modes, probe_modes, n, n))}
               for b in sizes}
     probe = rnd((probe_modes, n, n))
-    fft = {"fft2": bk.fft2, "ifft2": bk.ifft2}
+    workers = 1 if bk.is_gpu or not hasattr(bk, "with_workers") else max(1, min(int(bk.workers), len(batches)))
+
+    def one(bk1, part):
+        out = None
+        for b in part:
+            arr = arrays[len(b)]
+            for kind, what in seq:
+                out = getattr(bk1, kind)(arr[what])
+        return out
 
     def run():
         out = bk.ifft2(bk.fft2(probe))
-        for b in batches:
-            arr = arrays[len(b)]
-            for kind, what in seq:
-                out = fft[kind](arr[what])
-        return out
+        if workers <= 1:
+            return one(bk, batches)
+        # as the model on the CPU (MultisliceModel.batch_workers): batches in threads, 1-thread transforms
+        from concurrent.futures import ThreadPoolExecutor
+
+        bk1 = bk.with_workers(1)
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(lambda w: one(bk1, batches[w::workers]), range(workers)))[0] if batches else out
 
     return run
 
@@ -437,12 +453,20 @@ def main(argv=None):
     ap.add_argument("--tilts", action="store_true",
                     help="per-pattern tilts of all three types in the model, refined too")
     ap.add_argument("--profile", action="store_true",
-                    help="instead of the table: cProfile breakdown of one evaluation per configuration")
+                    help="instead of the table: cProfile breakdown of one evaluation per configuration "
+                         "(batches one after the other: cProfile sees the main thread only)")
+    ap.add_argument("--compare", metavar="REV", default=None,
+                    help="also run this script of git revision REV (a temporary worktree), alternating with this "
+                         "checkout configuration by configuration, and print both side by side with the speed-up")
+    ap.add_argument("--rounds", type=int, default=2, help="with --compare: alternating rounds (median taken)")
     args = ap.parse_args(argv)
+    if args.compare:
+        return compare(args, argv if argv is not None else sys.argv[1:])
 
     bk = get_backend(args.backend, workers=args.workers, fft=args.fft)
     head = header(bk, args)
     if args.profile:
+        bk = bk.with_workers(1) if not bk.is_gpu and hasattr(bk, "with_workers") else bk
         print(head, flush=True)
         if bk.is_gpu:
             print("warning: on CuPy cProfile sees the host side of asynchronous launches; "
@@ -487,6 +511,80 @@ def main(argv=None):
                         print(f"{r['N']:>4} {r['slices']:>2} {r['modes']:>2} {r['dtype']:>10} {r['batch']:>3} "
                               f"{r['ffts']:>5} {r['model']:>10.1f} {r['fft']:>10.1f} {r['ratio']:>6.2f} "
                               f"{r['peak_MiB']:>9.1f}", flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- --compare
+def _strip(argv, names_with_value, flags):
+    """``argv`` without the options ``names_with_value`` (and their values) and the switches ``flags``."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        i += 1
+        if a.split("=")[0] in names_with_value:
+            if "=" not in a:
+                while i < len(argv) and not argv[i].startswith("-"):
+                    i += 1
+            continue
+        if a not in flags:
+            out.append(a)
+    return out
+
+
+def _parse_rows(text):
+    rows = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) == 10 and f[0].isdigit() and f[3].startswith("complex"):
+            rows[tuple(f[:5])] = (float(f[6]), float(f[7]), float(f[8]))
+    return rows
+
+
+def compare(args, argv):
+    """Run REV's script and this one alternately per configuration; print both tables and the speed-ups."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="pypty-compare-")
+    wt = os.path.join(tmp, "tree")
+    subprocess.run(["git", "worktree", "add", "--detach", wt, args.compare], cwd=root, check=True,
+                   capture_output=True)
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", args.compare], cwd=root, capture_output=True,
+                             text=True).stdout.strip()
+        base = _strip(argv, {"--compare", "--rounds", "--fft"}, {"--markdown", "--profile"})
+        configs = [(n, s, m, d) for n in args.sizes for s in args.slices for m in args.modes for d in args.dtypes]
+        results = {"old": {}, "new": {}}
+        for cfg in configs:
+            n, s, m, d = cfg
+            one = _strip(base, {"--sizes", "--slices", "--modes", "--dtypes"}, set())
+            one += ["--sizes", str(n), "--slices", str(s), "--modes", str(m), "--dtypes", d]
+            for _ in range(max(1, args.rounds)):
+                for which, tree in (("old", wt), ("new", root)):
+                    extra = ["--fft", args.fft] if (which == "new" and args.fft) else []
+                    env = dict(os.environ, PYTHONPATH=tree)
+                    out = subprocess.run([sys.executable, os.path.join(tree, "benchmarks", "bench_loss_grad.py")]
+                                         + one + extra, capture_output=True, text=True, env=env, cwd=tree)
+                    if out.returncode:
+                        raise SystemExit(f"{which} ({tree}) failed:\n{out.stderr[-2000:]}")
+                    for key, val in _parse_rows(out.stdout).items():
+                        results[which].setdefault(key, []).append(val)
+        print(f"side by side, alternating per configuration, {args.rounds} round(s), median; old = {rev}, "
+              f"new = this checkout ({_git_commit()}); load average at end: {_loadavg()}")
+        print()
+        print("| N | slices | probe modes | dtype | batch | old patterns/s | new patterns/s | speed-up "
+              "| old ratio to its FFT bound | new ratio | new FFT-bound patterns/s |")
+        print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        for key in results["new"]:
+            o, nw = results["old"].get(key), results["new"][key]
+            med = lambda v, i: statistics.median(x[i] for x in v)  # noqa: E731
+            if o is None:
+                continue
+            print(f"| {' | '.join(key)} | {med(o, 0):.1f} | {med(nw, 0):.1f} | {med(nw, 0) / med(o, 0):.2f} "
+                  f"| {med(o, 2):.2f} | {med(nw, 2):.2f} | {med(nw, 1):.1f} |")
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", wt], cwd=root, capture_output=True)
     return 0
 
 

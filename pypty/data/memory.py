@@ -19,8 +19,10 @@ with ``fixed + B per_pattern <= memory_saturation * free``, clipped to
 ``1..N``.
 
 On the CPU the batch is also capped so that its working set stays below
-:data:`CPU_MAX_BATCH_BYTES`: larger batches do not run faster there but
-slower (measured on the bundled sample, 784 patterns of 64 x 64 px, 2-core
+:data:`CPU_MAX_BATCH_BYTES` and so that every worker thread gets a batch
+(batches run in ``bk.workers`` threads at once; each thread's working set
+counts against the same free memory, which on a host is rarely the limit):
+larger batches do not run faster there but slower (measured on the bundled sample, 784 patterns of 64 x 64 px, 2-core
 CPU, 3 epochs: batch 64 2.65 s, 256 2.70 s, 784 3.8 s).
 
 On a GPU the per-pattern estimate (``bytes_per_pattern(..., gpu=True)``)
@@ -178,6 +180,9 @@ def resolve_compute_batch(p, bk, n_patterns, window_yx, canvas_yx, n_slices, n_o
     free = free_memory_bytes(bk) if free_bytes is None else int(free_bytes)
     b = auto_compute_batch(free, per, fixed, float(p["memory_saturation"]), n_patterns)
     if not getattr(bk, "is_gpu", False):
-        b = max(1, min(b, int(CPU_MAX_BATCH_BYTES // per)))
+        # at most CPU_MAX_BATCH_BYTES per batch, and at least one batch per CPU worker thread
+        # (pypty.model.multislice.MultisliceModel.batch_workers), each with its own working set
+        workers = max(1, int(getattr(bk, "workers", 1)))
+        b = max(1, min(b, int(CPU_MAX_BATCH_BYTES // per), -(-int(n_patterns) // workers)))
     return b, (f"compute_batch auto: {b} (free {free / 2**30:.2f} GiB x memory_saturation "
                f"{p['memory_saturation']}, about {per / 2**20:.2f} MiB per pattern, {fixed / 2**20:.1f} MiB fixed)")
