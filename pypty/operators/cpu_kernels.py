@@ -4,26 +4,42 @@ On the NumPy backend each step of the model written with NumPy expressions
 makes one or more full passes over a (B, Mo, Mp, Y, X) array and allocates a
 temporary per pass (``conj()`` copies, products, sums over modes, the flat
 index arrays of the gather and scatter).  The kernels here do each step in
-one multi-threaded pass, in place or into an output the caller owns, with no
-temporaries.  They compute exactly what the operator functions of
-:mod:`pypty.operators` compute (the NumPy expressions stay the reference;
-``tests/operators/test_cpu_kernels.py`` compares each kernel with its
-reference, most of them bit for bit), so the dot-product tests of those
-operators cover them too.
+one pass, in place or into an output the caller owns, with no temporaries:
 
-The kernels are used only on the NumPy backend when Numba imports
+===========================  ==============================================================
+kernel                       replaces (the reference NumPy expression)
+===========================  ==============================================================
+``gather_windows``           ``patch_indices`` + ``extract_patches`` (bit for bit: a copy)
+``scatter_conj_product``     ``transmit_patches_adjoint`` + ``scatter_patches``
+``multiply_conj_patches``    ``transmit_adjoint`` (in place)
+``multiply_kernel``          the product with the propagator in ``propagate`` (in place)
+``intensity``                ``|fft2(psi)|^2`` summed over modes in ``farfield``
+``scale_by_pattern``         ``2 dL/dI * Psi`` in ``farfield_adjoint`` (in place)
+===========================  ==============================================================
+
+The model (:class:`pypty.model.multislice.MultisliceModel`) uses them with
+unscaled transforms, the unitary scales folded into the propagator and the
+far-field factors.  ``tests/operators/test_cpu_kernels.py`` compares every
+kernel with its reference expression, and the model's gradients on both
+paths; the dot-product and finite-difference tests run on the fused path.
+Results agree with the NumPy expressions to rounding, not bit for bit: NumPy's
+SIMD loops compute complex products with fused multiply-adds, Numba's code
+does not.
+
+The kernels are used on the NumPy backend when Numba imports
 (:func:`available`); set ``PYPTY_CPU_KERNELS=0`` to use the NumPy
-expressions instead.  They are compiled on first use (a few seconds per
-kernel and dtype) and the machine code is cached on disk next to this file
-(``cache=True``), so later processes start at once.  Threads: Numba's
-(``NUMBA_NUM_THREADS``, default all cores).
+expressions instead.  They are compiled on first use (a few seconds in all)
+and the machine code is cached on disk next to this file (``cache=True``),
+so later processes start at once.  They are single-threaded (both cores
+are kept busy by running batches in threads,
+:meth:`~pypty.model.multislice.MultisliceModel.batch_workers`; they release
+the GIL): Numba's own threading layers spin-wait between parallel regions and
+then slow down the FFTW threads.
 
-Determinism: every kernel is a fixed sequence of floating-point operations
-for a given input and thread count (reductions over pixels are split into a
-fixed number of row blocks), so two evaluations give the same bits and an
-exact restart holds.  The scatter-add adds the windows of a batch in batch
-order, as ``numpy.add.at`` does, with the rows of one window in parallel
-(they are distinct canvas pixels).
+Determinism: every kernel is a fixed sequence of floating-point operations,
+so two evaluations give the same bits and an exact restart holds.  The
+scatter-add adds the windows of a batch in batch order (the order of
+``numpy.add.at``).
 """
 from __future__ import annotations
 
@@ -59,14 +75,14 @@ def _build():
     import numba as nb
     from types import SimpleNamespace
 
-    jit = functools.partial(nb.njit, parallel=False, cache=True, nogil=True)
+    jit = functools.partial(nb.njit, cache=True, nogil=True)
 
     @jit
     def gather_windows(out, obj, corners):
         """out[s, b, m] = obj[s, m, cy:cy+Y, cx:cx+X]: out (S, B, Mo, Y, X), obj (S, Mo, Ny, Nx), corners (B, 2)."""
         S, B, Mo, Y, X = out.shape
         for s in range(S):
-            for b in nb.prange(B):
+            for b in range(B):
                 cy = corners[b, 0]
                 cx = corners[b, 1]
                 for m in range(Mo):
@@ -87,23 +103,17 @@ def _build():
             cx = corners[b, 1]
             for m in range(Mo):
                 mq = 0 if shared else m
-                for y in nb.prange(Y):  # distinct canvas rows within one window
+                for y in range(Y):  # distinct canvas rows within one window
                     row = grad[m, cy + y, cx:cx + X]
-                    if Mp == 1:
+                    for p in range(Mp):  # one contiguous pass per probe mode
                         for x in range(X):
-                            row[x] += np.conj(psi[b, mq, 0, y, x]) * g[b, m, 0, y, x]
-                    else:
-                        for x in range(X):
-                            v = np.conj(psi[b, mq, 0, y, x]) * g[b, m, 0, y, x]
-                            for p in range(1, Mp):
-                                v += np.conj(psi[b, mq, p, y, x]) * g[b, m, p, y, x]
-                            row[x] += v
+                            row[x] += np.conj(psi[b, mq, p, y, x]) * g[b, m, p, y, x]
 
     @jit
     def multiply_conj_patches(g, u):
         """In place: g[b, m, p] = g[b, m, p] * conj(u[b, m]); g (B, Mo, Mp, Y, X), u (B, Mo, Y, X)."""
         B, Mo, Mp, Y, X = g.shape
-        for i in nb.prange(B * Mo):
+        for i in range(B * Mo):
             b = i // Mo
             m = i % Mo
             for p in range(Mp):
@@ -115,7 +125,7 @@ def _build():
     def multiply_kernel(h, k):
         """In place: h[i] = h[i] * k, h (I, Y, X) (images), k (Y, X) (one kernel for all images)."""
         I, Y, X = h.shape
-        for i in nb.prange(I):
+        for i in range(I):
             for y in range(Y):
                 for x in range(X):
                     h[i, y, x] = h[i, y, x] * k[y, x]
@@ -127,7 +137,7 @@ def _build():
         ``scale`` has the dtype of ``out``; the sum runs in that dtype, over modes in order.
         """
         B, Mo, Mp, Y, X = psi_hat.shape
-        for b in nb.prange(B):
+        for b in range(B):
             for y in range(Y):
                 for x in range(X):
                     v = psi_hat[b, 0, 0, y, x]
@@ -150,7 +160,7 @@ def _build():
         ``factor`` has the dtype of ``dl``.
         """
         B, Mo, Mp, Y, X = psi_hat.shape
-        for b in nb.prange(B):
+        for b in range(B):
             for y in range(Y):
                 for x in range(X):
                     dl[b, y, x] *= factor
