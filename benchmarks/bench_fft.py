@@ -63,7 +63,6 @@ def _ducc0(a, threads):
 
     out = np.empty_like(a)
     out2 = np.empty_like(a)
-    s = 1.0 / math.sqrt(a.shape[-1] * a.shape[-2])
 
     def f(x):
         ducc0.fft.c2c(x, axes=(-2, -1), forward=True, inorm=1, nthreads=threads, out=out)

@@ -4,6 +4,8 @@ Usage::
 
     pypty run PARAMS [--traceback]
     pypty --version
+    python -m pypty run PARAMS
+    mpiexec -n R python -m mpi4py -m pypty run PARAMS   # R processes, docs/distributed.md
 
 ``PARAMS`` is a JSON file (or, on Python >= 3.11, a TOML file: the name ends
 in ``.toml``) holding one flat ``pypty_params`` object, the dict that
@@ -231,8 +233,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = run_params_file(args.params)
     except (KeyboardInterrupt,) + USER_ERRORS as exc:
         return error_status("pypty", exc, traceback=args.traceback)
-    print(_summary(result))
+    if _is_root():
+        print(_summary(result))
     return 0
+
+
+def _is_root() -> bool:
+    """False on the ranks > 0 of an MPI launch (only rank 0 prints the summary); mpi4py is not imported here."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        return mpi.COMM_WORLD.Get_rank() == 0
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        v = os.environ.get(name, "").strip()
+        if v.isdigit():
+            return int(v) == 0
+    return True
 
 
 if __name__ == "__main__":  # pragma: no cover

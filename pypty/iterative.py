@@ -20,7 +20,7 @@ from .parameters import validate
 __all__ = ["run"]
 
 
-def run(pypty_params: Mapping) -> dict:
+def run(pypty_params: Mapping, *, comm=None) -> dict:
     """Reconstruct object, probe and scan positions from 4D-STEM data.
 
     Parameters
@@ -29,6 +29,14 @@ def run(pypty_params: Mapping) -> dict:
         Flat dict of parameters; see ``docs/parameters.md`` for every key,
         its default, unit and meaning.  The dict and the arrays in it are
         never modified.
+    comm : None or mpi4py communicator, keyword
+        Distributed runs (``docs/distributed.md``): None detects an MPI
+        launch (``mpiexec -n R python -m mpi4py -m pypty run params.json``;
+        one process otherwise); an mpi4py communicator of R > 1 ranks runs
+        this reconstruction on those ranks (every rank calls ``run`` with the
+        same parameters): the patterns are sharded, each loss evaluation is
+        reduced so every rank holds the same bits, and only rank 0 prints
+        and writes files.
 
     Returns
     -------
@@ -56,6 +64,10 @@ def run(pypty_params: Mapping) -> dict:
         Invalid parameters (unknown key, wrong type/shape, unsupported value).
     pypty.data.DataError
         Unusable data (rank, NaN/inf, negative counts, size mismatch).
+    pypty.distributed.DistributedError
+        Distributed runs: an error on one rank (its message names the rank
+        and the original error), raised on every rank; rank 0 has saved the
+        state as for any error in the epoch loop.
     RuntimeError
         An epoch-dependent user callable raised (the parameter is named).
 
@@ -75,4 +87,4 @@ def run(pypty_params: Mapping) -> dict:
     the run bit-identically.  ``FileExistsError`` is raised when a plain
     ``output_folder`` holds another run (see :mod:`pypty.output.folders`).
     """
-    return reconstruct(validate(pypty_params))
+    return reconstruct(validate(pypty_params), comm=comm)

@@ -22,7 +22,10 @@ preprocessed host copy of all patterns (in memory, or in a temporary file
 when it would take more than :data:`pypty.data.memory.HOST_COPY_FRACTION` of
 the available host memory), and every batch is then a row gather from it.
 ``preprocess`` works pattern by pattern, so the copy holds the same bits as
-preprocessing each batch on the fly (as earlier versions did).
+preprocessing each batch on the fly (as earlier versions did).  In a
+distributed run (:mod:`pypty.distributed`) a rank's source holds only its
+shard of the patterns (``PatternSource(rows=(start, stop))``): it checks,
+preprocesses and keeps only those rows; indices stay global.
 
 Opening checks only the header first (rank, dtype, the number of patterns
 against ``positions``, the preprocessed pattern's size, the caller's size
@@ -434,9 +437,23 @@ class PatternSource(_Source):
         ``check_header(n, pattern_shape)`` (patterns, preprocessed (Y, X)),
         called once the header is checked and before any pattern is read:
         the caller's size checks (:func:`pypty.model.limits.check_sizes`).
+    rows : (int, int) or None
+        ``(start, stop)``: hold only the patterns ``start <= i < stop`` (the
+        shard of one rank of a distributed run, :mod:`pypty.distributed`):
+        only they are scanned for bad values, preprocessed and kept in the
+        host copy; indices stay global (``batch(idx)`` takes indices into
+        all N patterns).  A request for patterns outside the shard (e.g. the
+        patterns figure of rank 0) reads and preprocesses them on the fly
+        (counted in :attr:`foreign_reads`).  None: all patterns.
 
     Attributes
     ----------
+    n : int
+        Number of patterns in the data (all of them, also with ``rows``).
+    row_offset, n_local : int
+        First held pattern and number of held patterns (0 and N without ``rows``).
+    foreign_reads : int
+        Patterns read on the fly from outside ``rows``.
     preprocessed_rows : int
         Patterns passed through :func:`preprocess` so far (N once the copy
         is built, plus the one pattern that sizes the output at construction).
@@ -461,7 +478,7 @@ class PatternSource(_Source):
 
     def __init__(self, data_path="", dataset=None, prep=Preprocessing(), dtype=np.float64,
                  load_one_by_one=True, scan_size=None, check_chunk=256, host_copy="auto", tmp_dir=None,
-                 expected_n=None, allow_external_hdf5=False, check_header=None):
+                 expected_n=None, allow_external_hdf5=False, check_header=None, rows=None):
         if host_copy not in ("auto", "memory", "file"):
             raise ValueError(f"host_copy must be 'auto', 'memory' or 'file', got {host_copy!r}")
         self.prep = prep
@@ -471,6 +488,8 @@ class PatternSource(_Source):
         self.preprocessed_rows = 0
         self.copy_location = None
         self._check_header = check_header
+        self._rows = None if rows is None else (int(rows[0]), int(rows[1]))
+        self.foreign_reads = 0
         if dataset is not None:
             raw = np.asarray(dataset)
             self.origin = "array"
@@ -511,12 +530,17 @@ class PatternSource(_Source):
                             f"positions but the data holds {self.n} patterns")
         self.scan_size = None if scan_size is None else (int(scan_size[0]), int(scan_size[1]))
         self.raw = raw
+        start, stop = (0, self.n) if self._rows is None else self._rows
+        if not 0 <= start <= stop <= self.n:
+            raise ValueError(f"rows {self._rows} is not a range of the {self.n} patterns")
+        self.row_offset, self.n_local = start, stop - start
         shape = _check_pattern_size(raw.shape[1:], prep, self.dtype)
         _check_dtype_settings(self.dtype, prep)
         if self._check_header is not None:
             self._check_header(self.n, shape)
         self._check_values(check_chunk)
-        sample = preprocess(np.asarray(raw[0:1]), prep, self.dtype)
+        first = min(self.row_offset, self.n - 1)
+        sample = preprocess(np.asarray(raw[first:first + 1]), prep, self.dtype)
         self.preprocessed_rows += 1
         self.pattern_shape = tuple(sample.shape[1:])
         self._memory = None
@@ -541,8 +565,9 @@ class PatternSource(_Source):
         n_neg = n_bad = 0
         first_bad = None
         fit = _DtypeFit(self.dtype, self.raw.dtype)
-        for start in range(0, self.n, chunk):
-            block = _read_rows(self.raw, start, start + chunk, self.origin)
+        end = self.row_offset + self.n_local
+        for start in range(self.row_offset, end, chunk):
+            block = _read_rows(self.raw, start, min(start + chunk, end), self.origin)
             bad = int(np.count_nonzero(~np.isfinite(block)))
             if bad and first_bad is None:
                 first_bad = (start, start + len(block) - 1)
@@ -569,12 +594,12 @@ class PatternSource(_Source):
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the preprocessed dataset (N x Y x X x itemsize)."""
-        return int(self.n * int(np.prod(self.pattern_shape)) * self.dtype.itemsize)
+        """Bytes of the preprocessed (held) patterns (n_local x Y x X x itemsize)."""
+        return int(self.n_local * int(np.prod(self.pattern_shape)) * self.dtype.itemsize)
 
     def _build_copy(self):
         """Preprocess all patterns once, chunk by chunk, into the host copy."""
-        shape = (self.n,) + tuple(self.pattern_shape)
+        shape = (self.n_local,) + tuple(self.pattern_shape)
         where = self._host_copy
         if where == "auto":
             where = "memory" if _memory.host_copy_fits(self.nbytes) else "file"
@@ -592,16 +617,18 @@ class PatternSource(_Source):
                     pass
         raw_bytes = int(np.prod(self.raw.shape[1:])) * 8 + int(np.prod(self.pattern_shape)) * 8
         rows = max(1, BUILD_CHUNK_BYTES // max(raw_bytes, 1))
-        for start in range(0, self.n, rows):
-            stop = min(start + rows, self.n)
-            out[start:stop] = self._prep_rows(np.asarray(self.raw[start:stop]))
+        o = self.row_offset
+        for start in range(0, self.n_local, rows):
+            stop = min(start + rows, self.n_local)
+            out[start:stop] = self._prep_rows(np.asarray(self.raw[o + start:o + stop]))
         if isinstance(out, np.memmap):
             out.flush()
         self._memory = out
         self.copy_location = where
 
     def preprocessed(self) -> np.ndarray:
-        """The preprocessed host copy (N, Y, X), FFT order, built at the first call; do not modify."""
+        """The preprocessed host copy (n_local, Y, X) of the held patterns, FFT order, built at the first call;
+        do not modify (row ``i`` is pattern ``row_offset + i``)."""
         if self._memory is None:
             self._build_copy()
         return self._memory
@@ -611,24 +638,61 @@ class PatternSource(_Source):
 
         Returns ndarray, ``dtype``, shape (len(idx), Y, X) (a new array).
         """
-        return self.preprocessed()[np.asarray(idx)]
+        local = self._local(idx)
+        if local is None:
+            return self._foreign(idx)
+        return self.preprocessed()[local]
 
     def batch_into(self, idx, out):
         """Write :meth:`batch` ``(idx)`` into ``out`` (a host array of that shape and dtype, e.g. pinned)."""
-        np.take(self.preprocessed(), np.asarray(idx), axis=0, out=out)
+        local = self._local(idx)
+        if local is None:
+            out[...] = self._foreign(idx)
+            return out
+        np.take(self.preprocessed(), local, axis=0, out=out)
         return out
 
+    def _local(self, idx):
+        """Rows of the host copy for global indices ``idx``, or None when some lie outside the held rows."""
+        idx = np.asarray(idx)
+        if self._rows is None:
+            return idx
+        local = idx - self.row_offset
+        if local.size and (local.min() < 0 or local.max() >= self.n_local):
+            return None
+        return local
+
+    def _foreign(self, idx):
+        """Patterns ``idx`` (some outside the held rows) read from the data and preprocessed now."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
+            raise IndexError(f"pattern indices must be in [0, {self.n - 1}], got {idx.min()}..{idx.max()}")
+        self.foreign_reads += int(idx.size)
+        return self._read(idx)
+
+    def pattern_sum(self, chunk=256):
+        """Sum of the held preprocessed patterns (Y, X), float64, centred (fftshift order).
+
+        For a distributed mean: the ranks' sums add up to N times the mean
+        pattern (:meth:`mean_pattern` of all patterns).
+        """
+        acc = np.zeros(self.pattern_shape)
+        held = self.preprocessed()
+        for s in range(0, self.n_local, chunk):
+            acc += np.sum(held[s:s + chunk], axis=0, dtype=np.float64)
+        return np.fft.fftshift(acc)
+
     def mean_total_counts(self, idx=None, chunk=256):
-        """Mean over patterns of the total (preprocessed) counts per pattern."""
-        idx = np.arange(self.n) if idx is None else np.asarray(idx)
+        """Mean over patterns ``idx`` (default: the held ones) of the total (preprocessed) counts per pattern."""
+        idx = np.arange(self.row_offset, self.row_offset + self.n_local) if idx is None else np.asarray(idx)
         tot = 0.0
         for s in range(0, len(idx), chunk):
             tot += float(np.sum(self.batch(idx[s:s + chunk]), dtype=np.float64))
         return tot / max(len(idx), 1)
 
     def mean_pattern(self, idx=None, chunk=256):
-        """Mean preprocessed pattern (Y, X), float64, centred (fftshift order)."""
-        idx = np.arange(self.n) if idx is None else np.asarray(idx)
+        """Mean preprocessed pattern (Y, X) of patterns ``idx`` (default: the held ones), float64, centred."""
+        idx = np.arange(self.row_offset, self.row_offset + self.n_local) if idx is None else np.asarray(idx)
         acc = np.zeros(self.pattern_shape)
         for s in range(0, len(idx), chunk):
             acc += np.sum(self.batch(idx[s:s + chunk]), axis=0, dtype=np.float64)
@@ -797,8 +861,8 @@ class DeviceBatches:
     def _device_index(self, idx):
         key = idx.astype(np.int64, copy=False).tobytes()
         dev = self._dev_idx.get(key)
-        if dev is None:
-            dev = self.bk.asarray(idx.astype(np.int64, copy=False))
+        if dev is None:  # rows of the device copy: the source may hold a shard starting at row_offset
+            dev = self.bk.asarray(idx.astype(np.int64, copy=False) - int(getattr(self.source, "row_offset", 0)))
             self._remember(self._dev_idx, key, dev)
         else:
             self._dev_idx.move_to_end(key)

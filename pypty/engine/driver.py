@@ -10,6 +10,7 @@ state of the last completed epoch is saved before the error propagates.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -32,11 +33,16 @@ from ..parameters import to_jsonable
 from ..parameters.consistency import check_consistency
 from ..parameters.schedule import every
 from ..regularizers import build_terms
+from ..distributed.comm import SerialComm, fft_engine, fft_workers, resolve, select_gpu
+from .errors import NonFiniteLossError
 from .interrupts import RunInterrupted, stop_signals
 from .objective import part_names
 from .session import Reconstruction
 
 __all__ = ["reconstruct"]
+
+#: Distributed runs compare a checksum of the parameters across ranks every this many epochs (and at the end).
+CHECK_EVERY = 5
 
 
 def _restart_params(p):
@@ -65,7 +71,7 @@ def _continue(rec, parent):
     rec.load_restart_state(parent["restart"], parent["position_offset"])
 
 
-def reconstruct(p: dict, terms=None, constraints=None) -> dict:
+def reconstruct(p: dict, terms=None, constraints=None, comm=None) -> dict:
     """Run a reconstruction from validated parameters (see :func:`pypty.iterative.run`).
 
     The run claims its output folder before it writes anything and releases
@@ -84,56 +90,99 @@ def reconstruct(p: dict, terms=None, constraints=None) -> dict:
         Loss terms and hand constraints; None builds those of the
         parameters from :data:`pypty.regularizers.REGISTRY` and
         :data:`pypty.constraints.REGISTRY` (tests pass their own).
+    comm : None, mpi4py communicator or pypty communicator
+        :func:`pypty.distributed.resolve`: None detects an MPI launch
+        (``docs/distributed.md``).  Distributed, every rank runs this
+        function; the patterns are sharded, each loss evaluation is reduced,
+        and only rank 0 prints and writes files.
 
     Returns
     -------
     dict
-        As :func:`pypty.iterative.run`.
+        As :func:`pypty.iterative.run` (the same on every rank).
     """
     t0 = time.perf_counter()
-    pf = int(p["print_flag"])
-    say = (lambda m: tqdm.write(m)) if pf >= 2 else None
-    note = (lambda m: tqdm.write(m)) if pf >= 1 else None
-    claim = None
-    with stop_signals():
-        try:
-            if p["output_folder"] and not naming_active(p):
-                claim = claim_output_folder(p, say=note)  # before any heavy work, and before anything is written
-            parent, restart = _restart_params(p)
-            if restart:
-                check_consistency(p)  # the saved arrays replaced validated ones
-            bk = get_backend()
-            notice = gpu_dtype_notice(bk, p["default_dtype"])
-            if notice:
-                warnings.warn("pypty: " + notice, RuntimeWarning, stacklevel=3)
-            st = build_setup(p, bk, log=say, keep_canvas=restart)
+    owned = not isinstance(comm, SerialComm)  # made here (detected, or from an mpi4py communicator): freed here
+    comm = resolve(comm)
+    with contextlib.ExitStack() as quiet:
+        if owned:
+            quiet.callback(comm.close)
+        if not comm.is_root:  # only rank 0 prints (its warnings are those of every rank)
+            quiet.enter_context(warnings.catch_warnings())
+            warnings.simplefilter("ignore")
+        root = comm.is_root  # only rank 0 prints and writes
+        pf = int(p["print_flag"]) if root else 0
+        say = (lambda m: tqdm.write(m)) if pf >= 2 else None
+        note = (lambda m: tqdm.write(m)) if pf >= 1 else None
+        claim = None
+        with stop_signals():
             try:
-                terms = build_terms(p, bk) if terms is None else list(terms)
-                constraints = build_constraints(p, bk) if constraints is None else list(constraints)
-                rec = Reconstruction(p, st, terms, constraints, log=say)
+                def start():
+                    nonlocal claim
+                    if root and p["output_folder"] and not naming_active(p):
+                        claim = claim_output_folder(p, say=note)  # before any heavy work and any write
+                    return _restart_params(p)
+
+                parent, restart = comm.agree(start, "the start of the run")
                 if restart:
-                    _continue(rec, parent)
-                if p["output_folder"] and claim is None:  # named run folder: its name needs the set-up
-                    info = dict(n_patterns=st.n_patterns, window=tuple(st.model.window_yx),
-                                probe_modes=int(st.arrays["probe"].shape[1]), obj_modes=int(st.arrays["obj"].shape[1]))
-                    claim = claim_output_folder(p, info, say=note)
-                out = claim.folder if claim is not None else ""
-                if out:
-                    stale = remove_stale_temporaries(out)  # of writers that are gone (never a live run's)
-                    if stale and pf >= 2:
-                        tqdm.write(f"removed {len(stale)} temporary file(s) of an interrupted write from {out}")
-                    record = {"pypty_version": __version__, "backend": bk.name, "params": to_jsonable(p)}
-                    write_json_atomic(os.path.join(out, "params.json"), record)
-                return _epochs(p, st, rec, out, parent, restart, part_names(terms), t0, claim)
+                    check_consistency(p)  # the saved arrays replaced validated ones
+
+                def backend():
+                    select_gpu(comm)  # distributed with CuPy: GPU (node-local rank) % (GPUs), before any allocation
+                    engine = fft_engine(comm)  # distributed: an FFT whose bits do not depend on the process
+                    if engine == "fftw" and root:
+                        warnings.warn("pypty: PYPTY_FFT=fftw in a distributed run: FFTW_MEASURE plans are timed per "
+                                      "process, so the ranks may compute different last bits and the parameter "
+                                      "checksum may stop the run; use ducc0 or scipy", RuntimeWarning, stacklevel=2)
+                    workers = fft_workers(comm)  # distributed: the node's cores shared by its ranks
+                    if engine is None:
+                        return get_backend(workers=workers)
+                    return get_backend(workers=workers, fft=engine)
+
+                bk = comm.agree(backend, "choosing the backend")
+                notice = gpu_dtype_notice(bk, p["default_dtype"])
+                if notice and root:
+                    warnings.warn("pypty: " + notice, RuntimeWarning, stacklevel=3)
+                if say is not None and comm.distributed:
+                    say(f"distributed run: {comm.size} MPI processes, this is rank 0 (patterns sharded, one reduction "
+                        f"per loss evaluation; docs/distributed.md)")
+                st = build_setup(p, bk, log=say, keep_canvas=restart, comm=comm)
+                try:
+                    def prepare():
+                        nonlocal claim
+                        run_terms = build_terms(p, bk) if terms is None else list(terms)
+                        run_constraints = build_constraints(p, bk) if constraints is None else list(constraints)
+                        rec = Reconstruction(p, st, run_terms, run_constraints, log=say)
+                        if restart:
+                            _continue(rec, parent)
+                        if root and p["output_folder"] and claim is None:  # named run folder: its name needs the set-up
+                            info = dict(n_patterns=st.n_patterns, window=tuple(st.model.window_yx),
+                                        probe_modes=int(st.arrays["probe"].shape[1]),
+                                        obj_modes=int(st.arrays["obj"].shape[1]))
+                            claim = claim_output_folder(p, info, say=note)
+                        out = claim.folder if claim is not None else ""
+                        if out:
+                            stale = remove_stale_temporaries(out)  # of writers that are gone (never a live run's)
+                            if stale and pf >= 2:
+                                tqdm.write(f"removed {len(stale)} temporary file(s) of an interrupted write from {out}")
+                            record = {"pypty_version": __version__, "backend": bk.name, "params": to_jsonable(p)}
+                            if comm.distributed:
+                                record["mpi_ranks"] = comm.size
+                            write_json_atomic(os.path.join(out, "params.json"), record)
+                        return run_terms, rec, out
+
+                    run_terms, rec, out = comm.agree(prepare, "the set-up")
+                    return _epochs(p, st, rec, out, parent, restart, part_names(run_terms), t0, claim, comm)
+                finally:
+                    st.close()
             finally:
-                st.close()
-        finally:
-            if claim is not None:
-                claim.release()  # without progress: also the files this run created
+                if claim is not None:
+                    claim.release()  # without progress: also the files this run created
 
 
-def _epochs(p, st, rec, out, parent, restart, parts, t0, claim=None):
-    pf = int(p["print_flag"])
+def _epochs(p, st, rec, out, parent, restart, parts, t0, claim=None, comm=None):
+    comm = comm if comm is not None else SerialComm()
+    pf = int(p["print_flag"]) if comm.is_root else 0
     sp = SavePoints(p, st, out, rec.arrays_numpy(), parent, restart, parts)
     first, last = int(p["epoch_prev"]), int(p["epoch_max"])
     # a continuation drops the rows after its restart epoch (left by the earlier run after its last save point)
@@ -147,56 +196,74 @@ def _epochs(p, st, rec, out, parent, restart, parts, t0, claim=None):
             te = time.perf_counter()
             rep = rec.step(epoch)
             rec.loss_history.append(rep.loss)
-            if claim is not None:
-                claim.progress = True  # an epoch completed: the run's files are kept from now on
-                claim.touch()
-            refined = rep.settings.refine
-            sp.epoch_done(epoch, refined, rep.loss, rep.parts, rep.step, rep.accepted, rep.n_evals,
-                          time.perf_counter() - te)
-            bar.set_postfix(loss=f"{rep.loss:.6g}", step=f"{rep.step:.3g}", evals=rep.n_evals, refresh=False)
-            if pf >= 3:
-                tqdm.write(f"epoch {epoch + 1:5d}  loss {rep.loss:.8g}  step {rep.step:.3g}  evals {rep.n_evals}"
-                           f"  {'accepted' if rep.accepted else 'REJECTED'}  [{'+'.join(refined)}]")
-            if pf >= 4:
-                tqdm.write("    |g| per block: " + ", ".join(f"{k} {norm({k: v}):.3e}" for k, v in rep.grad.items())
-                           + "; " + ", ".join(f"{k} {v:.6g}" for k, v in rep.parts.items())
-                           + f"; history {rep.history_size}; {rep.message}")
-            if log is not None:
-                log.write(epoch + 1, time.perf_counter() - t0, rep.loss, rep.parts, rep.step, rep.accepted,
-                          rep.n_evals, refined)
-            folders = [f for f, flag in ((out, p["save_inter_checkpoints"]),
-                                         (os.path.join(out, "checkpoints", f"epoch_{epoch + 1:04d}"),
-                                          p["save_checkpoints_every_epoch"])) if out and every(flag, epoch)]
-            if folders:
-                user = rec.arrays_numpy()  # one device -> host copy for both kinds of checkpoint
-                for folder in folders:
-                    save_checkpoints(folder, user)
-            results_due, figures_due = sp.due(epoch)
-            if results_due or figures_due:
-                results_file = sp.save(rec.snapshot, epoch + 1, "save point", figures=figures_due)
-            elif sp.restart_point_due(epoch):  # a state restart_from accepts, from the first epoch on
-                results_file = sp.save(rec.snapshot, epoch + 1, "save point", convergence=False)
-        done = first + len(rec.loss_history)
-        if out and p["save_inter_checkpoints"]:
-            save_checkpoints(out, rec.arrays_numpy())
-        results_file = sp.save(rec.snapshot, done, "final", figures=bool(p["save_figures"] or p["save_tiff"]))
-        if claim is not None and results_file:
-            claim.progress = True
+
+            def outputs():  # rank 0's logs and files (distributed: a failure there is reported on every rank)
+                nonlocal results_file
+                if claim is not None:
+                    claim.progress = True  # an epoch completed: the run's files are kept from now on
+                    claim.touch()
+                refined = rep.settings.refine
+                sp.epoch_done(epoch, refined, rep.loss, rep.parts, rep.step, rep.accepted, rep.n_evals,
+                              time.perf_counter() - te)
+                bar.set_postfix(loss=f"{rep.loss:.6g}", step=f"{rep.step:.3g}", evals=rep.n_evals, refresh=False)
+                if pf >= 3:
+                    tqdm.write(f"epoch {epoch + 1:5d}  loss {rep.loss:.8g}  step {rep.step:.3g}  evals {rep.n_evals}"
+                               f"  {'accepted' if rep.accepted else 'REJECTED'}  [{'+'.join(refined)}]")
+                if pf >= 4:
+                    tqdm.write("    |g| per block: " + ", ".join(f"{k} {norm({k: v}):.3e}" for k, v in rep.grad.items())
+                               + "; " + ", ".join(f"{k} {v:.6g}" for k, v in rep.parts.items())
+                               + f"; history {rep.history_size}; {rep.message}")
+                if log is not None:
+                    log.write(epoch + 1, time.perf_counter() - t0, rep.loss, rep.parts, rep.step, rep.accepted,
+                              rep.n_evals, refined)
+                folders = [f for f, flag in ((out, p["save_inter_checkpoints"]),
+                                             (os.path.join(out, "checkpoints", f"epoch_{epoch + 1:04d}"),
+                                              p["save_checkpoints_every_epoch"])) if out and every(flag, epoch)]
+                if folders:
+                    user = rec.arrays_numpy()  # one device -> host copy for both kinds of checkpoint
+                    for folder in folders:
+                        save_checkpoints(folder, user)
+                results_due, figures_due = sp.due(epoch)
+                if results_due or figures_due:
+                    results_file = sp.save(rec.snapshot, epoch + 1, "save point", figures=figures_due)
+                elif sp.restart_point_due(epoch):  # a state restart_from accepts, from the first epoch on
+                    results_file = sp.save(rec.snapshot, epoch + 1, "save point", convergence=False)
+
+            comm.agree(outputs, f"the outputs of epoch {epoch + 1}")
+            if comm.distributed and ((epoch + 1 - first) % CHECK_EVERY == 0 or epoch + 1 == last):
+                comm.check_replicated(rec.xp, rec.arrays, f"after epoch {epoch + 1}")
+
+        def final():
+            nonlocal results_file
+            done = first + len(rec.loss_history)
+            if out and p["save_inter_checkpoints"]:
+                save_checkpoints(out, rec.arrays_numpy())
+            results_file = sp.save(rec.snapshot, done, "final", figures=bool(p["save_figures"] or p["save_tiff"]))
+            if claim is not None and results_file:
+                claim.progress = True
+
+        comm.agree(final, "the final save")
     except BaseException as exc:
         if out:
             msg = _save_after_stop(exc, sp, rec, out, first, last, restart, claim)
             if hasattr(exc, "add_note"):
                 exc.add_note(msg)
             tqdm.write(msg)
+        if comm.distributed and (getattr(exc, "agreed", False) or isinstance(exc, NonFiniteLossError)):
+            comm.barrier()  # every rank raises this error: the others leave only once rank 0 has saved
         raise
     finally:
         bar.close()
         if log is not None:
             log.close()
+    if comm.distributed:  # every rank returns rank 0's file names
+        out, results_file = comm.allgather((out, results_file))[0]
     result = rec.arrays_numpy()
     result.update(loss=list(rec.loss_history), epochs=last if last > first else first,
                   wall_time_s=time.perf_counter() - t0, output_folder=out, results_file=results_file,
                   position_offset=np.asarray(rec.position_offset, dtype=np.float64).copy())
+    if comm.distributed:
+        result["comm_stats"] = comm.stats.as_dict()
     return result
 
 

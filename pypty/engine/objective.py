@@ -12,6 +12,11 @@ point the line search accepted can be reported (``loss.csv`` columns
 """
 from __future__ import annotations
 
+from ..distributed.comm import SerialComm
+from ..distributed.shard import filter_sequence
+
+SERIAL = SerialComm()
+
 __all__ = ["Objective", "part_names"]
 
 
@@ -55,7 +60,13 @@ class Objective:
             rp = settings.reparam(name)
             if rp is not None:
                 self.reparams[rp.block] = rp
-        self.batches = settings.batches(setup.compute_batch)
+        self.comm = getattr(setup, "comm", None) or SERIAL
+        if self.comm.distributed:  # this rank's patterns of the sequence, in the sequence's order, in full batches
+            seq = filter_sequence(settings.sequence, *setup.shard)
+            b = int(setup.compute_batch)
+            self.batches = [seq[i:i + b] for i in range(0, seq.size, b)]
+        else:
+            self.batches = settings.batches(setup.compute_batch)
         self._evaluations = []  # (id(grads), parts) of every call, for parts_at (ids only: no arrays kept alive)
 
     @property
@@ -97,9 +108,16 @@ class Objective:
         # the data term's per batch, where the model also applies loss_weight (so g comes back weighted)
         hook = next((t.pattern_hook(self.setup, a, self.batches, s) for t in self.terms
                      if hasattr(t, "pattern_hook")), None)
-        data, g = self.setup.model.loss_and_grad(a, self.batches, self.setup.get_data, need=s.refine,
-                                                 subpixel=s.subpixel, pattern_term=hook,
-                                                 loss_name=s.loss_name)
+
+        def data_term():
+            return self.setup.model.loss_and_grad(a, self.batches, self.setup.get_data, need=s.refine,
+                                                  subpixel=s.subpixel, pattern_term=hook, loss_name=s.loss_name)
+
+        # distributed: this rank's patterns, then one reduction of [loss, error flag, gradients] gives every rank
+        # the same bits (pypty.distributed.comm); one process: data_term() itself
+        bk = self.bk
+        specs = [(name, tuple(a[name].shape), a[name].dtype) for name in s.refine]
+        data, g = self.comm.evaluate(bk.xp, bk.to_numpy, bk.asarray, specs, data_term)
         w = s.loss_weight
         loss = data * w
         if w != 1.0 and hook is None:

@@ -10,6 +10,7 @@ they are used or refined.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -64,6 +65,11 @@ class Setup:
         Preprocessed data of the patterns ``idx`` (FFT order).
     probe_4d : bool
         The probe is given and returned as (y, x, modes, subscans).
+    comm : pypty.distributed.comm.SerialComm or MPIComm or None
+        The communicator of the run (None: one process).
+    shard : (int, int)
+        ``(start, stop)``: the patterns this rank evaluates and holds in
+        ``source`` (all of them, ``(0, n_patterns)``, for one process).
     """
 
     bk: Backend
@@ -77,6 +83,8 @@ class Setup:
     real_dtype: np.dtype
     get_data: Callable
     probe_4d: bool = False
+    comm: object = None
+    shard: tuple = (0, 0)
 
     @property
     def canvas_yx(self) -> tuple:
@@ -88,12 +96,19 @@ class Setup:
         self.source.close()
 
 
-def build_setup(p: dict, bk, log=None, keep_canvas=False) -> Setup:
+def build_setup(p: dict, bk, log=None, keep_canvas=False, comm=None) -> Setup:
     """Build data source, model and initial device arrays from validated parameters.
 
     ``keep_canvas``: never crop the given object (an exact restart continues
     on the saved canvas even with ``use_full_FOV=False``); it is still padded
     if a window does not fit.
+
+    ``comm``: the run's communicator (:mod:`pypty.distributed`; None: one
+    process).  Distributed, each rank reads and preprocesses only its shard
+    of the patterns (compressed signals, small, are read whole by every
+    rank), and the statistics over all patterns (the mean pattern, hence
+    the mean counts and the loss's ``eps``) are summed over the ranks so
+    that every rank holds the same values.  Collective then.
 
     Raises
     ------
@@ -114,18 +129,26 @@ def build_setup(p: dict, bk, log=None, keep_canvas=False) -> Setup:
     compressed = p["algorithm"] == "lsq_compressed"
     # sizes are checked against the data's header before the data are read (pypty/model/limits.py)
     n_pos, external = int(np.shape(p["positions"])[0]), bool(p.get("allow_external_hdf5", False))
-    if compressed:
+    distributed = comm is not None and comm.distributed
+    shard = comm.shard(n_pos) if distributed else (0, n_pos)
+    if compressed:  # signals are small: every rank reads them all (the evaluation is still sharded)
         source = SignalSource(p["data_path"], p["dataset"], ddt, expected_n=n_pos, allow_external_hdf5=external)
     else:
         prep = Preprocessing(multiplier=float(p["data_multiplier"]), pad=int(p["data_pad"]),
                              bin=int(p["data_bin"]), flip_ky=bool(p["flip_ky"]),
                              shift=tuple(float(v) for v in p["data_shift_vector"]))
-        source = PatternSource(p["data_path"], p["dataset"], prep, ddt,
-                               load_one_by_one=bool(p["load_one_by_one"]) and not bool(p["preload_to_cpu"]),
-                               scan_size=p["scan_size"], expected_n=n_pos, allow_external_hdf5=external,
-                               check_header=lambda n, shape: check_sizes(p, bk, n, shape, cdt, keep_canvas))
+
+        def open_source():  # distributed: a bad pattern of one rank's shard is reported on every rank
+            return PatternSource(p["data_path"], p["dataset"], prep, ddt,
+                                 load_one_by_one=bool(p["load_one_by_one"]) and not bool(p["preload_to_cpu"]),
+                                 scan_size=p["scan_size"], expected_n=n_pos, allow_external_hdf5=external,
+                                 check_header=lambda n, shape: check_sizes(p, bk, n, shape, cdt, keep_canvas),
+                                 rows=shard if distributed else None)
+
+        source = comm.agree(open_source, "reading the data") if distributed else open_source()
     try:
-        return _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas)
+        st = _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas, comm if distributed else None)
+        return dataclasses.replace(st, comm=comm, shard=shard)
     except BaseException:
         source.close()
         raise
@@ -170,7 +193,7 @@ def _warn_detector_beyond_band(p, detector, compressed, n_slices):
                       f"here at least {need} px) or raise damping_cutoff_multislice", stacklevel=4)
 
 
-def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
+def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False, comm=None):
     n = source.n
     detector = _detector_shape(p, source, compressed)
     check_sizes(p, bk, n, detector, cdt, keep_canvas)  # far positions, memory (again for patterns: cheap)
@@ -204,7 +227,12 @@ def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
     if tuple(shift) != (0, 0) or (ny, nx) != obj.shape[:2]:
         say(f"object canvas {ny} x {nx} px (shift {tuple(int(s) for s in shift)} px, margin {margin} px)")
     # ---------------------------------------------------------------- probe
-    data_mean = None if compressed else source.mean_pattern()  # one pass over the data (centred)
+    if compressed:
+        data_mean = None
+    elif comm is None:
+        data_mean = source.mean_pattern()  # one pass over the data (centred)
+    else:  # the sum of the ranks' shards, the same bits on every rank
+        data_mean = comm.allsum(source.pattern_sum()) / n
     probe_int, probe_4d = _probe(p, data_mean, win, detector, up, pix, lam, near, compressed, say)
     # ---------------------------------------------------------------- model extras
     arrays = {"obj": bk.asarray(np.ascontiguousarray(obj_int)), "probe": bk.asarray(probe_int.astype(cdt)),
@@ -267,7 +295,8 @@ def _build(p, bk, source, cdt, rdt, say, compressed, keep_canvas=False):
                             detector_blur_sigma=float(p["detector_blur_sigma"]), **kw)
     # ---------------------------------------------------------------- data access
     per_pattern = source.n_signals if compressed else detector[0] * detector[1]
-    on_device = n * per_pattern * np.dtype(ddt_of(source)).itemsize if bk.is_gpu and not p["load_one_by_one"] \
+    n_held = int(getattr(source, "n_local", n))  # patterns this rank holds (its shard when distributed)
+    on_device = n_held * per_pattern * np.dtype(ddt_of(source)).itemsize if bk.is_gpu and not p["load_one_by_one"] \
         else 0
     n_probe_modes = probe_int.shape[1] * (2 if probe_int.shape[0] > 1 else 1)  # per-pattern spectra with markers
     batch, why = resolve_compute_batch(p, bk, n, win, (ny, nx), n_slices * (3 if p["propmethod"] == "yoshida" else 1),

@@ -40,7 +40,10 @@ gradient flows through the model's ordinary adjoint:
 3. the objective reports ``hook.value`` as the part ``reg_pacbed``.
 
 The cost is one extra forward pass over the sequence per evaluation (about
-1.3-1.5x a data-only evaluation).  Compressed data (``lsq_compressed``) have
+1.3-1.5x a data-only evaluation).  In a distributed run
+(:mod:`pypty.distributed`) each rank runs that pass over its own patterns and
+one extra reduction of ``[N, sum M_n, sum D_n]`` (``2 Yd Xd + 1`` float64)
+per evaluation gives every rank the same Ibar and Dbar.  Compressed data (``lsq_compressed``) have
 no patterns to average: the term is refused there (:meth:`PacbedTerm.check_params`).
 """
 from __future__ import annotations
@@ -181,6 +184,28 @@ class PacbedTerm(ParamsTerm):
             self._dbar = (key, measured_mean(self.xp, setup.get_data, batches))
         return self._dbar[1]
 
+    def _distributed_means(self, setup, arrays, batches, settings, comm):
+        """Ibar, Dbar (float64 device arrays, the same bits on every rank) and N of a distributed run.
+
+        Each rank sums the model and measured patterns of its own batches
+        (possibly none); one reduction of ``[N_r, sum M, sum D]`` gives the
+        sums over all patterns of the sequence.  Collective.
+        """
+        bk, model = setup.bk, setup.model
+        n_local = sum(len(b) for b in batches)
+        if n_local:
+            m_sum = bk.to_numpy(model.mean_pattern(arrays, batches, settings.subpixel) * n_local)
+            d_sum = bk.to_numpy(self._measured(setup, batches, settings.sequence) * n_local)
+        else:  # no pattern of this rank in the sequence: zeros of the (preprocessed) pattern's shape
+            m_sum = d_sum = np.zeros(tuple(setup.source.pattern_shape))
+        flat = np.concatenate([[float(n_local)], np.ravel(m_sum), np.ravel(d_sum)])
+        total = comm.allsum(flat)
+        n = int(round(total[0]))
+        size = m_sum.size
+        ibar = bk.asarray(total[1:1 + size].reshape(m_sum.shape) / n)
+        dbar = bk.asarray(total[1 + size:].reshape(m_sum.shape) / n)
+        return ibar, dbar, n
+
     def pattern_hook(self, setup, arrays: dict, batches, settings) -> PacbedHook:
         """Evaluate R at ``arrays`` and return the hook for the model's adjoint pass.
 
@@ -202,9 +227,13 @@ class PacbedTerm(ParamsTerm):
         model, xp = setup.model, self.xp
         if model.compressed:
             raise ValueError(self.check_params({"pacbed_weight": 1, "algorithm": "lsq_compressed"})[0])
-        ibar = model.mean_pattern(arrays, batches, settings.subpixel)
-        dbar = self._measured(setup, batches, settings.sequence)
-        n = sum(len(b) for b in batches)
+        comm = getattr(setup, "comm", None)
+        if comm is not None and comm.distributed:  # batches: this rank's patterns; the means are over all ranks
+            ibar, dbar, n = self._distributed_means(setup, arrays, batches, settings, comm)
+        else:
+            ibar = model.mean_pattern(arrays, batches, settings.subpixel)
+            dbar = self._measured(setup, batches, settings.sequence)
+            n = sum(len(b) for b in batches)
         value, d_ibar = pacbed_value_and_derivative(xp, ibar, dbar, self.weight(settings.epoch),
                                                     float(self.at("pacbed_dp_pow", settings.epoch)), model.eps)
         d_pattern = (d_ibar / n).astype(setup.real_dtype, copy=False)

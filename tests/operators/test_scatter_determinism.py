@@ -81,11 +81,15 @@ def test_object_gradient_of_the_model_with_the_window_scatter(monkeypatch):
     from pypty.parameters import validate
     from synthetic import WIN, base_params, default_probe, phase_object, raster, simulate
 
+    from pypty.operators.cpu_kernels import KERNELS_ENV
+
+    monkeypatch.setenv(KERNELS_ENV, "0")  # the NumPy expressions (ops.scatter_patches), not the fused CPU kernels
     pos = raster(4, 1.5)
     data = simulate(phase_object((WIN + 8, WIN + 8), seed=4), default_probe(), pos)
     obj = np.ones((WIN + 8, WIN + 8, 2, 2), complex) * np.exp(0.1j)
     p = validate(base_params(data, pos, default_probe(), num_slices=2, obj=obj, slice_distances=[2.0]))
     st = build_setup(p, get_backend("numpy"))
+    assert st.model._fz is None
     batches = [np.arange(i, min(i + 6, len(pos))) for i in range(0, len(pos), 6)]
     try:
         ref = st.model.loss_and_grad(st.arrays, batches, st.get_data, need={"obj"})[1]["obj"]
