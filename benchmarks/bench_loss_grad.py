@@ -195,9 +195,16 @@ def _peak_memory(bk, fn):
         tracemalloc.stop()
 
 
-def default_batch(n):
-    """Default compute batch: 64 for N <= 64, 32 above."""
-    return 64 if n <= 64 else 32
+def default_batch(n, probe_modes=1, dtype="complex64", n_patterns=128, bk=None):
+    """Default compute batch: what ``compute_batch="auto"`` picks on the CPU (:func:`pypty.data.memory.cpu_batch`);
+    64 for N <= 64 and 32 above on a GPU (and for checkouts without ``cpu_batch``)."""
+    try:
+        from pypty.data.memory import cpu_batch
+    except ImportError:
+        cpu_batch = None
+    if cpu_batch is None or bk is None or bk.is_gpu:
+        return 64 if n <= 64 else 32
+    return cpu_batch((n, n), 1, probe_modes, dtype, n_patterns, int(bk.workers))
 
 
 def build_problem(bk, n, n_slices, probe_modes, cdt, n_patterns, seed=0, min_canvas=0, propmethod="multislice",
@@ -472,10 +479,10 @@ def main(argv=None):
             print("warning: on CuPy cProfile sees the host side of asynchronous launches; "
                   "use Nsight Systems for a device-side breakdown", flush=True)
         for n in args.sizes:
-            batch = args.batch or default_batch(n)
             for s in args.slices:
                 for mp in args.modes:
                     for dt in args.dtypes:
+                        batch = args.batch or default_batch(n, mp, dt, args.patterns, bk)
                         total, rows = profile_one(bk, n, s, mp, np.dtype(dt), args.patterns, batch, args.repeat,
                                                   args.canvas)
                         print(f"\nN={n} slices={s} probe modes={mp} {dt} batch={batch}: "
@@ -497,10 +504,10 @@ def main(argv=None):
         print(f"{'N':>4} {'S':>2} {'Mp':>2} {'dtype':>10} {'B':>3} {'FFT/p':>5} {'model p/s':>10} "
               f"{'FFT p/s':>10} {'ratio':>6} {'peak MiB':>9}")
     for n in args.sizes:
-        batch = args.batch or default_batch(n)
         for s in args.slices:
             for mp in args.modes:
                 for dt in args.dtypes:
+                    batch = args.batch or default_batch(n, mp, dt, args.patterns, bk)
                     r = run_one(bk, n, s, mp, np.dtype(dt), args.patterns, batch, args.repeat, args.canvas,
                                 args.propmethod, args.tilts)
                     if args.markdown:

@@ -18,12 +18,11 @@ whole dataset are counted once.  The estimate is multiplied by
 with ``fixed + B per_pattern <= memory_saturation * free``, clipped to
 ``1..N``.
 
-On the CPU the batch is also capped so that its working set stays below
-:data:`CPU_MAX_BATCH_BYTES` and so that every worker thread gets a batch
-(batches run in ``bk.workers`` threads at once; each thread's working set
-counts against the same free memory, which on a host is rarely the limit):
-larger batches do not run faster there but slower (measured on the bundled sample, 784 patterns of 64 x 64 px, 2-core
-CPU, 3 epochs: batch 64 2.65 s, 256 2.70 s, 784 3.8 s).
+On the CPU the batch is also capped at the cache-friendly size of
+:func:`cpu_batch` (one wave array of about 1 MiB, at least 4 patterns, at
+least one batch per worker thread: batches run in ``bk.workers`` threads at
+once) and so that its working set stays below :data:`CPU_MAX_BATCH_BYTES`:
+larger batches do not run faster there but slower.
 
 On a GPU the per-pattern estimate (``bytes_per_pattern(..., gpu=True)``)
 also counts the prefetched next batch of data (8 bytes per pixel at most);
@@ -44,7 +43,7 @@ import os
 
 import numpy as np
 
-__all__ = ["SAFETY", "CPU_MAX_BATCH_BYTES", "HOST_COPY_FRACTION", "GPU_SCATTER_BYTES_PER_PX", "bytes_per_pattern",
+__all__ = ["SAFETY", "CPU_MAX_BATCH_BYTES", "CPU_WAVE_BYTES", "CPU_MIN_BATCH", "cpu_batch", "HOST_COPY_FRACTION", "GPU_SCATTER_BYTES_PER_PX", "bytes_per_pattern",
            "fixed_bytes", "free_memory_bytes", "host_memory_bytes", "auto_compute_batch", "resolve_compute_batch",
            "host_copy_fits", "place_data"]
 
@@ -52,6 +51,10 @@ __all__ = ["SAFETY", "CPU_MAX_BATCH_BYTES", "HOST_COPY_FRACTION", "GPU_SCATTER_B
 SAFETY = 1.25
 #: Largest working set of one batch on the CPU (bytes).
 CPU_MAX_BATCH_BYTES = 128 * 2**20
+#: Target size of one (B, Mo, Mp, Y, X) wave array of a batch on the CPU (bytes): see :func:`cpu_batch`.
+CPU_WAVE_BYTES = 2**20
+#: Smallest automatic batch on the CPU.
+CPU_MIN_BATCH = 4
 #: L-BFGS history length assumed when hist_length is infinite.
 _HIST_CAP = 50
 #: Largest share of the available host memory the preprocessed host copy may take (else a temporary file).
@@ -160,6 +163,22 @@ def auto_compute_batch(free_bytes, per_pattern_bytes, fixed, memory_saturation, 
     return max(1, min(b, int(n_patterns)))
 
 
+def cpu_batch(window_yx, n_obj_modes, n_probe_modes, complex_dtype, n_patterns, workers=1):
+    """Cache-friendly batch on the CPU: one wave array of about :data:`CPU_WAVE_BYTES`, at least :data:`CPU_MIN_BATCH`.
+
+    ``B = CPU_WAVE_BYTES / (Mo Mp Y X itemsize)`` clipped to ``[CPU_MIN_BATCH, ceil(n_patterns / workers)]``
+    (every CPU worker thread gets a batch; never more than the patterns).  A fixed rule, not a
+    timing at run time, so that a restarted run makes the same batches (the same bits); it comes
+    from a sweep of ``benchmarks/bench_loss_grad.py --batch`` (docs/performance.md, 2026-12-01):
+    the fastest batch kept one (B, Mo, Mp, Y, X) wave at 0.5-2 MiB for N = 64-256, 1-4 probe modes
+    and both precisions; batches 4-8 times larger ran 1.3-2.5 times slower.
+    """
+    image = int(window_yx[0]) * int(window_yx[1]) * np.dtype(complex_dtype).itemsize
+    per = max(1, int(n_obj_modes) * int(n_probe_modes) * image)
+    b = max(CPU_MIN_BATCH, int(CPU_WAVE_BYTES // per))
+    return max(1, min(b, -(-int(n_patterns) // max(1, int(workers))), int(n_patterns)))
+
+
 def resolve_compute_batch(p, bk, n_patterns, window_yx, canvas_yx, n_slices, n_obj_modes, n_probe_modes,
                           complex_dtype, data_on_device_bytes=0, free_bytes=None):
     """``compute_batch`` of validated parameters ``p`` as an int, and a log line.
@@ -180,9 +199,8 @@ def resolve_compute_batch(p, bk, n_patterns, window_yx, canvas_yx, n_slices, n_o
     free = free_memory_bytes(bk) if free_bytes is None else int(free_bytes)
     b = auto_compute_batch(free, per, fixed, float(p["memory_saturation"]), n_patterns)
     if not getattr(bk, "is_gpu", False):
-        # at most CPU_MAX_BATCH_BYTES per batch, and at least one batch per CPU worker thread
-        # (pypty.model.multislice.MultisliceModel.batch_workers), each with its own working set
-        workers = max(1, int(getattr(bk, "workers", 1)))
-        b = max(1, min(b, int(CPU_MAX_BATCH_BYTES // per), -(-int(n_patterns) // workers)))
+        b = max(1, min(b, int(CPU_MAX_BATCH_BYTES // per), cpu_batch(window_yx, n_obj_modes, n_probe_modes,
+                                                                   complex_dtype, n_patterns,
+                                                                   int(getattr(bk, "workers", 1)))))
     return b, (f"compute_batch auto: {b} (free {free / 2**30:.2f} GiB x memory_saturation "
                f"{p['memory_saturation']}, about {per / 2**20:.2f} MiB per pattern, {fixed / 2**20:.1f} MiB fixed)")

@@ -266,7 +266,11 @@ class MultisliceModel:
                 fz.gather_windows(patches[w], o, corners)
         ramp = ops.shift_ramp(xp, self._kyx_px, frac, self._cdt)  # (B, Y, X)
         pn, ctf = self._probe_spectra(probe_hat, arrays, bidx, bidx_dev)
-        psi = ops.shift_probe(bk, pn, ramp)  # (B, Mp, Y, X)
+        if fz is None:
+            psi = ops.shift_probe(bk, pn, ramp)  # (B, Mp, Y, X)
+        else:  # fused CPU path: the unitary scale of the inverse transform folded into the ramp
+            ramp *= self._rdt.type(1.0 / np.sqrt(ramp.shape[-1] * ramp.shape[-2]))
+            psi = bk.ifft2((pn if pn.ndim == 4 else pn[None]) * ramp[:, None], unscaled=True)
         t_before, t_inside, t_after = (self._tilt(tilts, bidx_dev, k) for k in ("before", "inside", "after"))
         e_before = e_after = None
         if t_before is not None:
@@ -583,9 +587,18 @@ class MultisliceModel:
                 self._add_tilt(g, bidx_dev, "before",
                                ops.tilt_phase_gradient(xp, chi, c["psi0"], self._ryx_A, self.wavelength_A))
             chi = ops.modulate_adjoint(chi, c["e_before"])
-        g_pn = ops.shift_probe_adjoint(bk, chi, c["ramp"])  # gradient w.r.t. P_n (B, Mp, Y, X)
         pn = c["pn"]
-        if "positions" in need:
+        if fz is None:
+            g_pn = ops.shift_probe_adjoint(bk, chi, c["ramp"])  # gradient w.r.t. P_n (B, Mp, Y, X)
+        else:  # fused CPU path: the ramp carries the unitary scale (see _forward)
+            g_pn = bk.fft2(chi, unscaled=True)
+            fz.multiply_conj_patches(g_pn[:, None], c["ramp"][:, None])
+        if "positions" in need and fz is not None:
+            out = np.empty((g_pn.shape[0], 2))
+            fz.shift_moments(out, g_pn, pn if pn.ndim == 4 else pn[None], self._kyx_px[0][:, 0].astype(np.float64),
+                             self._kyx_px[1][0].astype(np.float64), 2 * np.pi)
+            g["positions"][bidx_dev] = out
+        elif "positions" in need:
             g["positions"][bidx_dev] = ops.shift_gradient(xp, g_pn, pn, self._kyx_px)
         if "aberrations_array" in need:
             ga = ops.aberration_gradient(xp, g_pn, pn, self._basis)  # (B, J)

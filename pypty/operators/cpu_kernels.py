@@ -15,6 +15,7 @@ kernel                       replaces (the reference NumPy expression)
 ``multiply_kernel``          the product with the propagator in ``propagate`` (in place)
 ``intensity``                ``|fft2(psi)|^2`` summed over modes in ``farfield``
 ``scale_by_pattern``         ``2 dL/dI * Psi`` in ``farfield_adjoint`` (in place)
+``shift_moments``            ``shift_gradient`` (the position gradient)
 ===========================  ==============================================================
 
 The model (:class:`pypty.model.multislice.MultisliceModel`) uses them with
@@ -170,6 +171,38 @@ def _build():
                         for x in range(X):
                             psi_hat[b, m, p, y, x] = psi_hat[b, m, p, y, x] * dl[b, y, x]
 
-    return SimpleNamespace(gather_windows=gather_windows, scatter_conj_product=scatter_conj_product,
+    @jit
+    def shift_moments(out, g_hat, probe_hat, ky, kx, scale):
+        """out[b] = scale * (sum q k_y, sum q k_x), q = Im(sum_p conj(g_hat[b, p]) probe_hat[b|0, p]) (float64).
+
+        g_hat (B, Mp, Y, X); probe_hat (B or 1, Mp, Y, X); ky (Y,), kx (X,) real; out (B, 2) float64.
+        The gradient of :func:`pypty.operators.shift.shift_gradient` in one pass, with partial sums per
+        column (the loop over x vectorises).
+        """
+        B, Mp, Y, X = g_hat.shape
+        shared = probe_hat.shape[0] == 1
+        for b in range(B):
+            bq = 0 if shared else b
+            col = np.zeros(X)
+            gy = 0.0
+            for y in range(Y):
+                row = np.zeros(X)
+                for p in range(Mp):
+                    for x in range(X):
+                        g = g_hat[b, p, y, x]
+                        q = probe_hat[bq, p, y, x]
+                        row[x] += np.float64(g.real * q.imag - g.imag * q.real)
+                ry = 0.0
+                for x in range(X):
+                    ry += row[x]
+                    col[x] += row[x]
+                gy += ky[y] * ry
+            gx = 0.0
+            for x in range(X):
+                gx += kx[x] * col[x]
+            out[b, 0] = scale * gy
+            out[b, 1] = scale * gx
+
+    return SimpleNamespace(shift_moments=shift_moments, gather_windows=gather_windows, scatter_conj_product=scatter_conj_product,
                            multiply_conj_patches=multiply_conj_patches, multiply_kernel=multiply_kernel,
                            intensity=intensity, scale_by_pattern=scale_by_pattern)

@@ -77,6 +77,16 @@ def _scale_by_pattern(k, dt):
     return psi, ref
 
 
+def _shift_moments(k, dt, shared=False):
+    from pypty.operators.shift import shift_gradient
+
+    g, ph = crand((3, 2, 8, 10), dt), crand((1 if shared else 3, 2, 8, 10), dt)
+    ky, kx = np.fft.fftfreq(8)[:, None], np.fft.fftfreq(10)[None, :]
+    out = np.empty((3, 2))
+    k.shift_moments(out, g, ph, ky[:, 0], kx[0], 2 * np.pi)
+    return out, shift_gradient(np, g, ph, (ky, kx))
+
+
 CASES = [  # (name, function, exact)
     ("gather_windows", _gather, True),
     ("scatter_conj_product", _scatter, False),
@@ -86,6 +96,8 @@ CASES = [  # (name, function, exact)
     ("multiply_kernel", _multiply_kernel, False),
     ("intensity", _intensity, False),
     ("scale_by_pattern", _scale_by_pattern, False),
+    ("shift_moments", _shift_moments, False),
+    ("shift_moments, one probe for all", lambda k, dt: _shift_moments(k, dt, True), False),
 ]
 
 
