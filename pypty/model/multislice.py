@@ -431,6 +431,14 @@ class MultisliceModel:
         arrays = dict(arrays, _powered=self._powered(obj))
         work = list(zip(*self._batches(batches)))
         n_workers = self.batch_workers(len(work))
+        if self._fz is not None and "obj" in need and work:
+            # fused CPU path: the object gradient is accumulated on the bounding box of this evaluation's
+            # windows only (zeroing and summing per worker then scale with the scanned area, not the canvas)
+            allpos = arrays["positions"][np.concatenate([b for b, _ in work])]
+            corners = ops.split_positions(np, allpos, self.window_yx, obj.shape[-2:], subpixel)[0]
+            lo = corners.min(axis=0)
+            hi = corners.max(axis=0) + np.asarray(self.window_yx)
+            arrays["_box"] = (int(lo[0]), int(lo[1]), int(hi[0] - lo[0]), int(hi[1] - lo[1]))
         run = (arrays, probe_hat, get_data, need, subpixel, pattern_term, loss)
         if n_workers <= 1:
             total, g = self._accumulate(run, work, bk)
@@ -473,9 +481,11 @@ class MultisliceModel:
         xp = self.bk.xp
         obj = arrays["obj"]
         g = {}
-        if "obj" in need:  # accumulated per transmission exponent w, i.e. w.r.t. O^w on the canvas
-            flat = (obj.shape[0], obj.shape[1], obj.shape[2] * obj.shape[3])
-            g["_powered"] = {w: xp.zeros(flat, dtype=obj.dtype) for w in arrays["_powered"]}
+        if "obj" in need:  # accumulated per transmission exponent w, i.e. w.r.t. O^w on the canvas (or the box)
+            box = arrays.get("_box")
+            area = obj.shape[2] * obj.shape[3] if box is None else box[2] * box[3]
+            g["_powered"] = {w: xp.zeros((obj.shape[0], obj.shape[1], area), dtype=obj.dtype)
+                             for w in arrays["_powered"]}
         if "probe" in need:
             g["probe"] = xp.zeros_like(probe_hat)
         for name in ("positions", "tilts", "beam_current", "static_background", "aberrations_array"):
@@ -510,7 +520,12 @@ class MultisliceModel:
         if "obj" in need:
             gp = g.pop("_powered")
             g_obj = None
+            box = arrays.get("_box")
             for w, gw in gp.items():  # chain rule through O^w: G_O = conj(w O^w / O) G_(O^w)
+                if box is not None:  # the bounding box of the windows back onto the canvas
+                    full = xp.zeros(obj.shape, dtype=obj.dtype)
+                    full[..., box[0]:box[0] + box[2], box[1]:box[1] + box[3]] = gw.reshape(obj.shape[:2] + box[2:])
+                    gw = full
                 gw = ops.transmission_power_grad(xp, obj, arrays["_powered"][w], w, gw.reshape(obj.shape))
                 g_obj = gw if g_obj is None else g_obj + gw
             g["obj"] = g_obj
@@ -562,7 +577,12 @@ class MultisliceModel:
             if st.kind == "T" and fz is not None:  # fused CPU path: no temporaries, chi updated in place
                 if "obj" in need:
                     acc = g["_powered"][st.weight][st.slice_index]
-                    fz.scatter_conj_product(acc.reshape(acc.shape[0], *canvas), chi, saved, c["idx"])
+                    box = arrays.get("_box")
+                    if box is None:
+                        fz.scatter_conj_product(acc.reshape(acc.shape[0], *canvas), chi, saved, c["idx"])
+                    else:
+                        fz.scatter_conj_product(acc.reshape(acc.shape[0], box[2], box[3]), chi, saved,
+                                                c["idx"] - np.array(box[:2]))
                 if i == 0 and not to_probe:
                     return
                 fz.multiply_conj_patches(chi, op)
