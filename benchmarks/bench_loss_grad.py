@@ -542,8 +542,8 @@ def _parse_rows(text):
     rows = {}
     for line in text.splitlines():
         f = line.split()
-        if len(f) == 10 and f[0].isdigit() and f[3].startswith("complex"):
-            rows[tuple(f[:5])] = (float(f[6]), float(f[7]), float(f[8]))
+        if len(f) == 10 and f[0].isdigit() and f[3].startswith("complex"):  # keyed without the batch (f[4])
+            rows[tuple(f[:4])] = (float(f[6]), float(f[7]), float(f[8]), int(f[4]))
     return rows
 
 
@@ -580,15 +580,16 @@ def compare(args, argv):
         print(f"side by side, alternating per configuration, {args.rounds} round(s), median; old = {rev}, "
               f"new = this checkout ({_git_commit()}); load average at end: {_loadavg()}")
         print()
-        print("| N | slices | probe modes | dtype | batch | old patterns/s | new patterns/s | speed-up "
+        print("| N | slices | probe modes | dtype | old batch | new batch | old patterns/s | new patterns/s | speed-up "
               "| old ratio to its FFT bound | new ratio | new FFT-bound patterns/s |")
-        print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for key in results["new"]:
             o, nw = results["old"].get(key), results["new"][key]
             med = lambda v, i: statistics.median(x[i] for x in v)  # noqa: E731
             if o is None:
                 continue
-            print(f"| {' | '.join(key)} | {med(o, 0):.1f} | {med(nw, 0):.1f} | {med(nw, 0) / med(o, 0):.2f} "
+            print(f"| {' | '.join(key)} | {o[0][3]} | {nw[0][3]} | {med(o, 0):.1f} | {med(nw, 0):.1f} "
+                  f"| {med(nw, 0) / med(o, 0):.2f} "
                   f"| {med(o, 2):.2f} | {med(nw, 2):.2f} | {med(nw, 1):.1f} |")
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", wt], cwd=root, capture_output=True)

@@ -377,7 +377,8 @@ def select_gpu(comm) -> int | None:
 
 
 def fft_workers(comm) -> int | None:
-    """scipy.fft threads per rank: ``PYPTY_FFT_WORKERS`` if set, else (distributed) cores // ranks on the node.
+    """CPU threads per rank (``Backend.workers``: batch threads and FFT threads): ``PYPTY_FFT_WORKERS`` if set,
+    else (distributed) cores // ranks on the node.
 
     None (the backend's default, all cores) for a one-process run without
     the environment variable.
