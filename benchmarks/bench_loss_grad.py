@@ -288,11 +288,20 @@ def fft_bound_fn(bk, n, n_slices, probe_modes, cdt, batches, object_modes=1, see
 # --------------------------------------------------------------------------- profile
 #: cProfile attribution: category -> (module file suffix, function names); cumulative times.
 PROFILE_CATEGORIES = [
-    ("FFTs (Backend.fft2/ifft2)", "pypty/backend.py", ("fft2", "ifft2")),
-    ("gather (patch_indices, extract_patches)", "pypty/operators/patches.py", ("patch_indices", "extract_patches")),
-    ("scatter-add (scatter_patches: bincount, real/imag copies)", "pypty/operators/patches.py", ("scatter_patches",)),
-    ("shift ramps and position gradient", "pypty/operators/shift.py", ("shift_ramp", "shift_gradient")),
-    ("loss and dL/dI", "pypty/model/losses.py", ("loss_and_derivative",)),
+    ("FFTs (Backend.fft2/ifft2)", [("pypty/backend.py", ("fft2", "ifft2"))]),
+    ("gather (patch_indices, extract_patches / gather_windows)",
+     [("pypty/operators/patches.py", ("patch_indices", "extract_patches")),
+      ("pypty/operators/cpu_kernels.py", ("gather_windows",))]),
+    ("scatter-add (scatter_patches / scatter_conj_product)",
+     [("pypty/operators/patches.py", ("scatter_patches",)),
+      ("pypty/operators/cpu_kernels.py", ("scatter_conj_product",))]),
+    ("shift ramps and position gradient",
+     [("pypty/operators/shift.py", ("shift_ramp", "shift_gradient")),
+      ("pypty/operators/cpu_kernels.py", ("shift_moments",))]),
+    ("loss and dL/dI", [("pypty/model/losses.py", ("loss_and_derivative", "data_loss"))]),
+    ("fused element-wise kernels (transmission adjoint, propagator, |Psi|^2, 2 dL/dI Psi)",
+     [("pypty/operators/cpu_kernels.py", ("multiply_conj_patches", "multiply_kernel", "intensity",
+                                          "scale_by_pattern"))]),
 ]
 
 
@@ -331,9 +340,9 @@ def profile_one(bk, n, n_slices, probe_modes, cdt, n_patterns, batch, repeat, mi
     total = time.perf_counter() - t0
     stats = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
     rows = []
-    for label, suffix, names in PROFILE_CATEGORIES:
+    for label, specs in PROFILE_CATEGORIES:
         ct = sum(v[3] for (f, _, name), v in stats.items()
-                 if f.replace(os.sep, "/").endswith(suffix) and name in names)
+                 if any(f.replace(os.sep, "/").endswith(suffix) and name in names for suffix, names in specs))
         rows.append((label, ct))
     rows.append(("other: inline elementwise, mode sums, data fetch, allocation", total - sum(r[1] for r in rows)))
     # largest builtins called directly from the model's own code (part of "other")

@@ -210,9 +210,9 @@ class FFTWTransforms:
     afterwards, so a plan is never used by two threads together.  Making a
     plan with ``FFTW_MEASURE`` takes up to a few hundred ms for a new size,
     once per process (later plans of the same size reuse FFTW's wisdom).
-    An idle plan keeps its last input and output arrays alive (pyFFTW holds
-    them); at most :attr:`max_keys` keys are kept, least recently used
-    dropped first.
+    Each plan keeps the two aligned buffers it was made on (an idle plan
+    points at them, never at a caller's arrays); at most :attr:`max_keys`
+    keys are kept, least recently used dropped first.
     """
 
     name = "fftw"
@@ -246,13 +246,13 @@ class FFTWTransforms:
             self._wisdom.load()  # plans measured by other processes on this machine are reused, not re-measured
             plan = pf.FFTW(a, b, axes=(-2, -1), direction=direction, flags=(self.effort,), threads=threads)
             self._wisdom.save()
-            return plan
+            return plan, a, b
 
-    def _release(self, key, plan):
+    def _release(self, key, entry):
         with self._lock:
             pool = self._pools.get(key)
             if pool is not None:
-                pool.append(plan)
+                pool.append(entry)
 
     def _run(self, a, unscaled, direction, threads):
         a = np.asarray(a)
@@ -263,7 +263,8 @@ class FFTWTransforms:
         # (images, Y, X) with canonical strides (size-1 axes of a contiguous array may have any stride)
         a = np.ascontiguousarray(a).reshape((-1,) + shape[-2:])
         key = (a.shape, a.dtype, direction, threads)
-        plan = self._acquire(key)
+        entry = self._acquire(key)
+        plan, park_in, park_out = entry
         try:
             if a.ctypes.data % plan.input_alignment:
                 a = _aligned_copy(a, plan.input_alignment)
@@ -275,7 +276,8 @@ class FFTWTransforms:
             plan.update_arrays(a, dest)
             plan.execute()
         finally:
-            self._release(key, plan)
+            plan.update_arrays(park_in, park_out)  # an idle plan holds its own buffers, not the caller's arrays
+            self._release(key, entry)
         if not unscaled:  # unitary
             np.multiply(dest, a.real.dtype.type(_scale(a)), out=dest)
         return dest.reshape(shape)

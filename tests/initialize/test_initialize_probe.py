@@ -160,9 +160,18 @@ def test_auto_batch_is_capped_on_the_cpu(small, monkeypatch):
     assert st.compute_batch == 3
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("s, mo, mp", [(1, 1, 1), (2, 1, 2), (2, 2, 2), (1, 1, 3)])
-def test_memory_estimate_matches_measured_working_set(s, mo, mp):
-    """tracemalloc peak of one loss-and-gradient evaluation vs the per-pattern estimate."""
+def test_memory_estimate_matches_measured_working_set(s, mo, mp, fused, monkeypatch):
+    """tracemalloc peak of one loss-and-gradient evaluation vs the per-pattern estimate.
+
+    The estimate describes the NumPy expressions (the GPU path); the fused CPU kernels need less, so
+    for them it is only checked to stay an upper bound."""
+    from pypty.operators.cpu_kernels import KERNELS_ENV, available
+
+    monkeypatch.setenv(KERNELS_ENV, "1" if fused else "0")
+    if fused and not available():
+        pytest.skip("Numba is not installed")
     bk = get_backend("numpy")
     model = MultisliceModel(bk, (WIN, WIN), (PIX, PIX), 0.025, (2.0,) * s, np.complex128)
     rng = np.random.default_rng(0)
@@ -172,6 +181,8 @@ def test_memory_estimate_matches_measured_working_set(s, mo, mp):
     for b in (4, 12):
         pos = rng.random((b, 2)) * 30
         d = rng.random((b, WIN, WIN))
+        model.loss_and_grad({"obj": obj, "probe": probe, "positions": pos}, [np.arange(b)], lambda i: d[i],
+                            need=("obj", "probe", "positions"))  # FFT plans and compiled kernels made here
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
         model.loss_and_grad({"obj": obj, "probe": probe, "positions": pos}, [np.arange(b)], lambda i: d[i],
@@ -180,4 +191,4 @@ def test_memory_estimate_matches_measured_working_set(s, mo, mp):
         tracemalloc.stop()
     measured = (peaks[1] - peaks[0]) / 8
     est = pypty.data.memory.bytes_per_pattern((WIN, WIN), s, mo, mp)
-    assert 1.0 < est / measured < 1.4  # an upper bound, not a wasteful one
+    assert 1.0 < est / measured < (1e9 if fused else 1.4)  # an upper bound, and not a wasteful one
