@@ -289,9 +289,8 @@ def fft_bound_fn(bk, n, n_slices, probe_modes, cdt, batches, object_modes=1, see
 #: cProfile attribution: category -> (module file suffix, function names); cumulative times.
 PROFILE_CATEGORIES = [
     ("FFTs (Backend.fft2/ifft2)", [("pypty/backend.py", ("fft2", "ifft2"))]),
-    ("gather (patch_indices, extract_patches / gather_windows)",
-     [("pypty/operators/patches.py", ("patch_indices", "extract_patches")),
-      ("pypty/operators/cpu_kernels.py", ("gather_windows",))]),
+    ("gather (patch_indices, extract_patches; fused: in transmit_windows)",
+     [("pypty/operators/patches.py", ("patch_indices", "extract_patches"))]),
     ("scatter-add (scatter_patches / scatter_conj_product)",
      [("pypty/operators/patches.py", ("scatter_patches",)),
       ("pypty/operators/cpu_kernels.py", ("scatter_conj_product",))]),
@@ -299,9 +298,9 @@ PROFILE_CATEGORIES = [
      [("pypty/operators/shift.py", ("shift_ramp", "shift_gradient")),
       ("pypty/operators/cpu_kernels.py", ("shift_moments",))]),
     ("loss and dL/dI", [("pypty/model/losses.py", ("loss_and_derivative", "data_loss"))]),
-    ("fused element-wise kernels (transmission adjoint, propagator, |Psi|^2, 2 dL/dI Psi)",
-     [("pypty/operators/cpu_kernels.py", ("multiply_conj_patches", "multiply_kernel", "intensity",
-                                          "scale_by_pattern"))]),
+    ("fused element-wise kernels (transmission and its adjoint, propagator, |Psi|^2, 2 dL/dI Psi)",
+     [("pypty/operators/cpu_kernels.py", ("transmit_windows", "multiply_conj_windows", "multiply_conj_patches",
+                                          "multiply_kernel", "intensity", "scale_by_pattern"))]),
 ]
 
 

@@ -258,12 +258,8 @@ class MultisliceModel:
         if fz is None:
             idx = ops.patch_indices(xp, corners, self.window_yx, canvas)
             patches = {w: ops.extract_patches(xp, o, idx) for w, o in arrays["_powered"].items()}
-        else:  # fused CPU path: windows copied straight from the canvas, no index arrays
-            idx = corners
-            patches = {}
-            for w, o in arrays["_powered"].items():
-                patches[w] = np.empty((o.shape[0], len(bidx), o.shape[1]) + tuple(self.window_yx), o.dtype)
-                fz.gather_windows(patches[w], o, corners)
+        else:  # fused CPU path: the windows are read from the canvas where they are used (no patch arrays)
+            idx, patches = corners, None
         ramp = ops.shift_ramp(xp, self._kyx_px, frac, self._cdt)  # (B, Y, X)
         pn, ctf = self._probe_spectra(probe_hat, arrays, bidx, bidx_dev)
         if fz is None:
@@ -280,7 +276,13 @@ class MultisliceModel:
         psi = psi[:, None]  # (B, 1, Mp, Y, X)
         trace = []
         for st in self.steps:
-            if st.kind == "T":
+            if st.kind == "T" and fz is not None:
+                o = arrays["_powered"][st.weight][st.slice_index]  # (Mo, Ny, Nx) canvas of this slice
+                trace.append((st, psi if keep else None, o))
+                out = np.empty((psi.shape[0], o.shape[0]) + psi.shape[2:], psi.dtype)
+                fz.transmit_windows(out, psi, o, corners)
+                psi = out
+            elif st.kind == "T":
                 u = patches[st.weight][st.slice_index]
                 trace.append((st, psi if keep else None, u))
                 psi = ops.transmit(psi, u)
@@ -560,7 +562,8 @@ class MultisliceModel:
             chi = ops.near_field_adjoint(bk, dl, c["field"], c["h"])
         elif self._fz is not None:  # fused CPU path: field is the unscaled spectrum of the forward pass
             field_ = c["field"]
-            dl = np.array(dl, dtype=self._rdt)  # scaled in place below (a copy: dl may be the caller's)
+            if dl.dtype != self._rdt or not (dl.flags.writeable and dl.flags.c_contiguous):
+                dl = np.array(dl, dtype=self._rdt)  # scaled in place below (dl is otherwise this batch's own)
             self._fz.scale_by_pattern(field_, dl, self._rdt.type(2.0 / (field_.shape[-1] * field_.shape[-2])))
             chi = bk.ifft2(field_, unscaled=True)  # (B, Mo, Mp, Y, X)
         else:
@@ -585,7 +588,7 @@ class MultisliceModel:
                                                 c["idx"] - np.array(box[:2]))
                 if i == 0 and not to_probe:
                     return
-                fz.multiply_conj_patches(chi, op)
+                fz.multiply_conj_windows(chi, op, c["idx"])  # op: the slice's canvas
             elif st.kind == "T":
                 if "obj" in need:  # scattered before the wave's adjoint: the temporaries never coexist
                     ops.scatter_patches(xp, g["_powered"][st.weight][st.slice_index],
@@ -601,7 +604,7 @@ class MultisliceModel:
                 if inside:
                     self._add_tilt(g, bidx_dev, "inside",
                                    ops.tilt_gradient(xp, g_hat, saved, self._kyx_A, st.distance))
-        chi = xp.sum(chi, axis=1)  # psi_0 was broadcast over object modes -> (B, Mp, Y, X)
+        chi = chi[:, 0] if chi.shape[1] == 1 else xp.sum(chi, axis=1)  # psi_0 was broadcast over object modes
         if c["e_before"] is not None:
             if "tilts" in need:
                 self._add_tilt(g, bidx_dev, "before",

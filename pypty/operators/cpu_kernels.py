@@ -9,7 +9,8 @@ one pass, in place or into an output the caller owns, with no temporaries:
 ===========================  ==============================================================
 kernel                       replaces (the reference NumPy expression)
 ===========================  ==============================================================
-``gather_windows``           ``patch_indices`` + ``extract_patches`` (bit for bit: a copy)
+``transmit_windows``         ``extract_patches`` + ``transmit``: the product read from the canvas
+``multiply_conj_windows``    ``transmit_adjoint`` with the patches read from the canvas (in place)
 ``scatter_conj_product``     ``transmit_patches_adjoint`` + ``scatter_patches``
 ``multiply_conj_patches``    ``transmit_adjoint`` (in place)
 ``multiply_kernel``          the product with the propagator in ``propagate`` (in place)
@@ -79,19 +80,6 @@ def _build():
     jit = functools.partial(nb.njit, cache=True, nogil=True)
 
     @jit
-    def gather_windows(out, obj, corners):
-        """out[s, b, m] = obj[s, m, cy:cy+Y, cx:cx+X]: out (S, B, Mo, Y, X), obj (S, Mo, Ny, Nx), corners (B, 2)."""
-        S, B, Mo, Y, X = out.shape
-        for s in range(S):
-            for b in range(B):
-                cy = corners[b, 0]
-                cx = corners[b, 1]
-                for m in range(Mo):
-                    for y in range(Y):
-                        for x in range(X):
-                            out[s, b, m, y, x] = obj[s, m, cy + y, cx + x]
-
-    @jit
     def scatter_conj_product(grad, g, psi, corners):
         """grad[m, cy+y, cx+x] += sum_p conj(psi[b, m|0, p, y, x]) g[b, m, p, y, x], windows in batch order.
 
@@ -121,6 +109,37 @@ def _build():
                 for y in range(Y):
                     for x in range(X):
                         g[b, m, p, y, x] = g[b, m, p, y, x] * np.conj(u[b, m, y, x])
+
+    @jit
+    def transmit_windows(out, psi, obj, corners):
+        """out[b, m, p] = psi[b, m|0, p] * obj[m, cy:cy+Y, cx:cx+X]: the transmission read from the canvas.
+
+        out (B, Mo, Mp, Y, X); psi (B, Mo or 1, Mp, Y, X); obj (Mo, Ny, Nx) (one slice); corners (B, 2).
+        """
+        B, Mo, Mp, Y, X = out.shape
+        shared = psi.shape[1] == 1
+        for b in range(B):
+            cy = corners[b, 0]
+            cx = corners[b, 1]
+            for m in range(Mo):
+                mq = 0 if shared else m
+                for p in range(Mp):
+                    for y in range(Y):
+                        for x in range(X):
+                            out[b, m, p, y, x] = psi[b, mq, p, y, x] * obj[m, cy + y, cx + x]
+
+    @jit
+    def multiply_conj_windows(g, obj, corners):
+        """In place: g[b, m, p] *= conj(obj[m, cy:cy+Y, cx:cx+X]); g (B, Mo, Mp, Y, X), obj (Mo, Ny, Nx)."""
+        B, Mo, Mp, Y, X = g.shape
+        for b in range(B):
+            cy = corners[b, 0]
+            cx = corners[b, 1]
+            for m in range(Mo):
+                for p in range(Mp):
+                    for y in range(Y):
+                        for x in range(X):
+                            g[b, m, p, y, x] = g[b, m, p, y, x] * np.conj(obj[m, cy + y, cx + x])
 
     @jit
     def multiply_kernel(h, k):
@@ -203,6 +222,7 @@ def _build():
             out[b, 0] = scale * gy
             out[b, 1] = scale * gx
 
-    return SimpleNamespace(shift_moments=shift_moments, gather_windows=gather_windows, scatter_conj_product=scatter_conj_product,
+    return SimpleNamespace(shift_moments=shift_moments, transmit_windows=transmit_windows,
+                           multiply_conj_windows=multiply_conj_windows, scatter_conj_product=scatter_conj_product,
                            multiply_conj_patches=multiply_conj_patches, multiply_kernel=multiply_kernel,
                            intensity=intensity, scale_by_pattern=scale_by_pattern)
