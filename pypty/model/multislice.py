@@ -41,6 +41,7 @@ during a run.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -449,10 +450,15 @@ class MultisliceModel:
 
             bk1 = bk.with_workers(1)
             first = get_data(work[0][0])  # a data source may build its host copy on first use: not in a thread
+            stop = threading.Event()  # set when the main thread is interrupted: the workers end at the next batch
             with ThreadPoolExecutor(n_workers, thread_name_prefix="pypty-batch") as pool:
-                futures = [pool.submit(self._accumulate, run, work[w::n_workers], bk1, first if w == 0 else None)
-                           for w in range(n_workers)]
-                results = [f.result() for f in futures]
+                futures = [pool.submit(self._accumulate, run, work[w::n_workers], bk1, first if w == 0 else None,
+                                       stop) for w in range(n_workers)]
+                try:
+                    results = [f.result() for f in futures]
+                except BaseException:  # Ctrl-C, a stop signal or a worker's error: do not wait for all batches
+                    stop.set()
+                    raise
             total, g = results[0]
             for t, gw in results[1:]:
                 total = total + t
@@ -495,14 +501,20 @@ class MultisliceModel:
                 g[name] = xp.zeros(arrays[name].shape, dtype=xp.float64)
         return g
 
-    def _accumulate(self, run, work, bk, first_data=None):
-        """Loss (0-d float64) and gradient accumulators of the batches ``work`` [(bidx, bidx_dev), ...]."""
+    def _accumulate(self, run, work, bk, first_data=None, stop=None):
+        """Loss (0-d float64) and gradient accumulators of the batches ``work`` [(bidx, bidx_dev), ...].
+
+        ``stop``: a ``threading.Event``; when it is set the remaining batches are skipped (the caller
+        is unwinding an exception and discards the result).
+        """
         arrays, probe_hat, get_data, need, subpixel, pattern_term, loss = run
         xp = bk.xp
         g = self._zero_grads(arrays, probe_hat, need)
         total = xp.zeros((), dtype=xp.float64)
         keep = bool(need & {"obj", "tilts"})
         for i, (bidx, bidx_dev) in enumerate(work):
+            if stop is not None and stop.is_set():
+                break
             model, c = self._forward(arrays, probe_hat, bidx, subpixel, keep, bidx_dev, bk=bk)
             data = first_data if (i == 0 and first_data is not None) else get_data(bidx)
             val, dl = data_loss(loss, xp, model, data, self.eps, self.compressed)
