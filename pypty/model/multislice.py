@@ -442,6 +442,8 @@ class MultisliceModel:
             lo = corners.min(axis=0)
             hi = corners.max(axis=0) + np.asarray(self.window_yx)
             arrays["_box"] = (int(lo[0]), int(lo[1]), int(hi[0] - lo[0]), int(hi[1] - lo[1]))
+        if n_workers > 1 and "obj" in need:  # each thread has its own object-gradient accumulator
+            n_workers = self._workers_for_memory(n_workers, obj, arrays.get("_box"), len(arrays["_powered"]))
         run = (arrays, probe_hat, get_data, need, subpixel, pattern_term, loss)
         if n_workers <= 1:
             total, g = self._accumulate(run, work, bk)
@@ -475,7 +477,8 @@ class MultisliceModel:
 
         On the CPU the batches of an evaluation run in ``bk.workers`` threads
         (NumPy, Numba and FFTW release the GIL), each with single-threaded
-        transforms, and their sums are added in a fixed order; a single batch
+        transforms and its own accumulators (fewer threads when those would take
+        more than a quarter of the host memory), and their sums are added in a fixed order; a single batch
         runs alone with ``bk.workers`` threads per transform.  On a GPU
         batches run one after the other.  The result depends on the number
         of workers only through the order of the additions of the per-worker
@@ -484,6 +487,23 @@ class MultisliceModel:
         if self.bk.name != "numpy" or n_batches < 2:
             return 1
         return max(1, min(int(self.bk.workers), n_batches))
+
+    #: Share of the available host memory the per-thread object-gradient accumulators may take together.
+    THREAD_ACCUMULATOR_FRACTION = 0.25
+
+    def _workers_for_memory(self, n_workers, obj, box, n_powers):
+        """Fewer batch threads when their object-gradient accumulators would not fit in host memory.
+
+        Each thread accumulates on its own copy of the canvas (or of the windows' bounding box), so
+        ``n`` threads need ``n`` copies; at most :attr:`THREAD_ACCUMULATOR_FRACTION` of the available
+        host memory is spent on them (at least one thread always runs).
+        """
+        from ..data.memory import host_memory_bytes
+
+        area = obj.shape[2] * obj.shape[3] if box is None else box[2] * box[3]
+        per_thread = obj.shape[0] * obj.shape[1] * area * obj.dtype.itemsize * max(1, n_powers)
+        fit = int(self.THREAD_ACCUMULATOR_FRACTION * host_memory_bytes() // max(1, per_thread))
+        return max(1, min(n_workers, fit))
 
     def _zero_grads(self, arrays, probe_hat, need):
         xp = self.bk.xp

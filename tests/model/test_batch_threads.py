@@ -59,3 +59,16 @@ def test_an_error_in_one_thread_stops_the_others_early():
     with pytest.raises(ValueError, match="unreadable pattern 2"):
         model.loss_and_grad(arrays, batches, get_data, need=NEED)
     assert served["odd"] < 10  # thread 1 had 20 batches; it stopped after the error, not at the end
+
+
+def test_fewer_threads_when_the_accumulators_do_not_fit(monkeypatch):
+    import pypty.data.memory as memory
+
+    model, arrays, data, batches = _problem(2)
+    per_thread = 2 * 1 * 40 * 40 * 16  # slices x modes x canvas x complex128 (no bounding box: canvas)
+    frac = model.THREAD_ACCUMULATOR_FRACTION
+    monkeypatch.setattr(memory, "host_memory_bytes", lambda: int(1.5 * per_thread / frac))
+    assert model._workers_for_memory(2, arrays["obj"], None, 1) == 1
+    monkeypatch.setattr(memory, "host_memory_bytes", lambda: int(2.5 * per_thread / frac))
+    assert model._workers_for_memory(2, arrays["obj"], None, 1) == 2
+    assert model._workers_for_memory(2, arrays["obj"], (0, 0, 10, 10), 1) == 2
