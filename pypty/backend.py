@@ -171,6 +171,30 @@ class Backend:
             return self.transforms.ifft2(a, unscaled=unscaled, threads=self.workers)
         return scipy.fft.ifft2(a, norm="forward" if unscaled else "ortho", workers=self.workers)
 
+    def describe(self) -> str:
+        """One line naming the libraries that compute (for results files and logs), e.g.
+        ``"numpy 2.4.6; FFT: fftw (pyFFTW 0.15.1), 2 threads; fused CPU kernels: numba 0.68.1"``."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        def ver(dist):
+            try:
+                return version(dist)
+            except PackageNotFoundError:
+                return "?"
+
+        if self.name == "cupy":
+            return f"cupy {ver('cupy') if ver('cupy') != '?' else getattr(self.xp, '__version__', '?')}; FFT: cuFFT"
+        if self.name == "strict":
+            return f"strict device stand-in (numpy {np.__version__}); FFT: scipy.fft"
+        fft = self.fft_name
+        lib = {"fftw": f"pyFFTW {ver('pyFFTW')}", "ducc0": f"ducc0 {ver('ducc0')}",
+               "scipy": f"scipy {ver('scipy')}"}.get(fft, fft)
+        from .operators import cpu_kernels
+
+        kernels = f"numba {ver('numba')}" if cpu_kernels.available() else "off (NumPy expressions)"
+        return (f"numpy {np.__version__}; FFT: {fft} ({lib}), {self.workers} threads; "
+                f"fused CPU kernels: {kernels}")
+
     def with_workers(self, workers: int) -> "Backend":
         """The same backend with ``workers`` threads per CPU transform (the FFT engine and its plans shared)."""
         return dataclasses.replace(self, workers=int(workers))

@@ -165,7 +165,8 @@ def reconstruct(p: dict, terms=None, constraints=None, comm=None) -> dict:
                             stale = remove_stale_temporaries(out)  # of writers that are gone (never a live run's)
                             if stale and pf >= 2:
                                 tqdm.write(f"removed {len(stale)} temporary file(s) of an interrupted write from {out}")
-                            record = {"pypty_version": __version__, "backend": bk.name, "params": to_jsonable(p)}
+                            record = {"pypty_version": __version__, "backend": bk.name, "compute": bk.describe(),
+                                      "params": to_jsonable(p)}
                             if comm.distributed:
                                 record["mpi_ranks"] = comm.size
                             write_json_atomic(os.path.join(out, "params.json"), record)

@@ -2,7 +2,7 @@
 
 Layout (``format = "pypty-results"``, ``format_version = 1``)::
 
-    /                       attrs: format, format_version, pypty_version, backend, status
+    /                       attrs: format, format_version, pypty_version, backend, compute (libraries), status
                             ("save point", "final" or "interrupted"), epochs_done, epoch_first,
                             run_uid, timestamp, wall_time_s, output_folder, [random_seed]
     /arrays/<name>          every refined array in the user layout, as returned by

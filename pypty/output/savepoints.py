@@ -206,7 +206,8 @@ class SavePoints:
                           (self.first_epoch, epochs_done), 0, self.continued_from)
         seeds = {k: self.p[k] for k in self.p if "seed" in k.lower() and self.p[k] is not None}
         record = {
-            "attrs": {"pypty_version": __version__, "backend": self.setup.bk.name, "status": status,
+            "attrs": {"pypty_version": __version__, "backend": self.setup.bk.name,
+                      "compute": self.setup.bk.describe(), "status": status,
                       "epochs_done": int(epochs_done), "epoch_first": self.first_epoch, "run_uid": self.uid,
                       "timestamp": self.timestamp, "saved": now(), "wall_time_s": wall,
                       "output_folder": os.path.abspath(self.folder),

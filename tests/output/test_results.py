@@ -327,3 +327,15 @@ def test_restart_is_bit_identical_with_every_refinable_array(small, tmp_path):
     assert full["beam_current"].shape == (n,)
     saved = load_results(out)
     assert set(saved["arrays"]) >= {"tilts", "beam_current", "static_background", "aberrations_array"}
+
+
+def test_results_and_params_name_the_computing_libraries(small, tmp_path):
+    from pypty.backend import get_backend
+
+    out = str(tmp_path / "c")
+    _run(small, epoch_max=1, output_folder=out)
+    compute = load_results(out)["attrs"]["compute"]
+    bk = get_backend()
+    assert compute == bk.describe() and f"FFT: {bk.fft_name}" in compute
+    with open(os.path.join(out, "params.json")) as f:
+        assert json.load(f)["compute"] == compute
