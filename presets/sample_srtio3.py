@@ -123,7 +123,7 @@ def pypty_params(data_path=None, output_folder="runs/sample_srtio3") -> dict:
         # to Nyquist; the contract's default band limit (2/3 of Nyquist) lowers the correlation with the
         # ground truth from 0.968 to 0.954 here (docs/regularization.md)
         "lazy_clean": True,
-        "compute_batch": 64,
+        "compute_batch": "auto",  # on the CPU: cache-sized batches, one thread per core (docs/performance.md)
         "print_flag": 2,
     }
 
