@@ -331,7 +331,8 @@ _TABLE = [
            "(experimental).", _FLAG),
         _p("compute_batch", DEFAULT_COMPUTE_BATCH, "int or str", "Measurements per multislice "
            'batch; "auto" picks the largest batch whose estimated working memory fits into '
-           "memory_saturation of the free device (GPU) or host (CPU) memory (pypty/data/memory.py).",
+           "memory_saturation of the free device memory on a GPU, and on the CPU a cache-sized batch "
+           "(about 1 MiB per wave array, at least 4, one batch per thread at least; pypty/data/memory.py).",
            _custom('an int >= 1 or "auto"', _compute_batch), supported=True),
         _p("force_dataset_dtype", None, "dtype or None", "Storage dtype of the dataset; None "
            "uses the float type of default_dtype.",
