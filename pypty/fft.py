@@ -3,23 +3,28 @@
 pypty's transforms are always unitary (``norm="ortho"``) 2-D transforms over
 the last two axes of a C-contiguous complex array (see :mod:`pypty.backend`).
 On the CPU several libraries can do them; they differ several-fold in speed
-on the same machine (``benchmarks/bench_fft.py``, table in
-``docs/performance.md``).  Each engine here has the same two methods,
-``fft2(a, unscaled=False)`` and ``ifft2(a, unscaled=False)``, which return a
-new array and never modify ``a``:
+on the same machine (``benchmarks/bench_fft.py`` and
+``benchmarks/bench_loss_grad.py --fft all``; tables in ``docs/performance.md``).
+Each engine here has the same two methods,
+``fft2(a, unscaled=False, threads=None)`` and ``ifft2(...)``, which return a
+new array and never modify ``a`` (``threads``: threads of this call; None:
+the engine's own number); every engine may be called from several threads at once:
 
-* :class:`ScipyTransforms` -- ``scipy.fft`` (pocketfft), always available: the fallback;
-* :class:`FFTWTransforms` -- FFTW through pyFFTW, plans made once per
-  (shape, dtype, direction, threads) with ``FFTW_MEASURE`` and kept;
-* :class:`DuccTransforms` -- ``ducc0.fft.c2c``.
+* :class:`DuccTransforms` -- ``ducc0.fft.c2c`` (the default: no planning, so
+  the same bits in every process, and it scales across the model's batch
+  threads, where it measured fastest in the model);
+* :class:`FFTWTransforms` -- FFTW through pyFFTW (``pip install pyfftw`` or the
+  ``fftw`` extra), plans made once per (shape, dtype, direction, threads)
+  with ``FFTW_MEASURE`` and kept, shared between processes through a wisdom
+  file; fastest for one transform at a time;
+* :class:`ScipyTransforms` -- ``scipy.fft`` (pocketfft), always available: the fallback.
 
 ``unscaled=True`` gives the plain sums instead (forward: no factor; inverse:
 no 1/(Y X)), for callers that fold the scale into a kernel.
 
-:func:`make_transforms` picks one by name (``"auto"``: the fastest installed,
-in the order of :data:`AUTO_ORDER`, which is the order measured on x86-64 machines).  The
-environment variable ``PYPTY_FFT`` overrides the default choice.
-Nothing is imported or planned at import time.
+:func:`make_transforms` picks one by name (``"auto"``: the first installed in
+the order of :data:`AUTO_ORDER`).  The environment variable ``PYPTY_FFT``
+overrides the default choice.  Nothing is imported or planned at import time.
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ __all__ = ["ScipyTransforms", "FFTWTransforms", "DuccTransforms", "make_transfor
 #: Environment variable naming the CPU FFT engine (``scipy``, ``fftw``, ``ducc0`` or ``auto``).
 FFT_ENV = "PYPTY_FFT"
 #: Preference of ``"auto"``: first installed wins.
-AUTO_ORDER = ("fftw", "ducc0", "scipy")
+AUTO_ORDER = ("ducc0", "fftw", "scipy")
 
 
 _COMPLEX = (np.dtype(np.complex64), np.dtype(np.complex128))
