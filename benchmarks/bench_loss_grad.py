@@ -457,8 +457,9 @@ def main(argv=None):
                     help="compute_batch B (default 64 for N <= 64, 32 above)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, default=None, help="CPU FFT threads (default: all CPUs)")
-    ap.add_argument("--fft", default=None, choices=["auto", "fftw", "ducc0", "scipy"],
-                    help="CPU FFT engine (pypty.fft; default: PYPTY_FFT or auto)")
+    ap.add_argument("--fft", default=None, choices=["auto", "fftw", "ducc0", "scipy", "all"],
+                    help="CPU FFT engine (pypty.fft; default: PYPTY_FFT or auto); 'all': the grid once per "
+                         "installed engine, each with its own FFT bound")
     ap.add_argument("--canvas", type=int, default=0,
                     help="minimum object canvas side in px (default: just large enough for the scan); "
                          "shows how the cost of the object gradient's scatter-add grows with the canvas")
@@ -477,6 +478,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.compare:
         return compare(args, argv if argv is not None else sys.argv[1:])
+    if args.fft == "all":
+        from pypty.fft import available_engines
+
+        rest = _strip(argv if argv is not None else sys.argv[1:], {"--fft"}, set())
+        for engine in available_engines():
+            print(f"\n## FFT engine: {engine}\n", flush=True)
+            main(rest + ["--fft", engine])
+        return 0
 
     bk = get_backend(args.backend, workers=args.workers, fft=args.fft)
     head = header(bk, args)
