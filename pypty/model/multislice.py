@@ -582,7 +582,8 @@ class MultisliceModel:
             g["static_background"] += xp.sum(dl, axis=0, dtype=xp.float64) * self.background_mask
         bc = arrays.get("beam_current")
         if "beam_current" in need:
-            g["beam_current"][bidx_dev] += xp.sum(dl * c["inten"], axis=(1, 2), dtype=xp.float64)
+            self._add_rows(xp, g["beam_current"], bidx, bidx_dev,
+                           xp.sum(dl * c["inten"], axis=(1, 2), dtype=xp.float64))
         if bc is not None:
             dl = dl * bc[bidx_dev][:, None, None].astype(dl.dtype, copy=False)
         if not need & {"obj", "probe", "positions", "tilts", "aberrations_array"}:
@@ -602,7 +603,7 @@ class MultisliceModel:
             chi = ops.farfield_adjoint(bk, dl, c["field"])  # (B, Mo, Mp, Y, X)
         if c["e_after"] is not None:
             if "tilts" in need:
-                self._add_tilt(g, bidx_dev, "after",
+                self._add_tilt(g, bidx, bidx_dev, "after",
                                ops.tilt_phase_gradient(xp, chi, c["psi_exit"], self._ryx_A, self.wavelength_A))
             chi = ops.modulate_adjoint(chi, c["e_after"])
         to_probe = bool(need & {"probe", "positions", "aberrations_array", "tilts"})
@@ -634,12 +635,12 @@ class MultisliceModel:
                 inside = "tilts" in need and c["t_inside"] is not None
                 chi, g_hat = ops.propagate_adjoint(bk, chi, op, keep_spectrum=True)
                 if inside:
-                    self._add_tilt(g, bidx_dev, "inside",
+                    self._add_tilt(g, bidx, bidx_dev, "inside",
                                    ops.tilt_gradient(xp, g_hat, saved, self._kyx_A, st.distance))
         chi = chi[:, 0] if chi.shape[1] == 1 else xp.sum(chi, axis=1)  # psi_0 was broadcast over object modes
         if c["e_before"] is not None:
             if "tilts" in need:
-                self._add_tilt(g, bidx_dev, "before",
+                self._add_tilt(g, bidx, bidx_dev, "before",
                                ops.tilt_phase_gradient(xp, chi, c["psi0"], self._ryx_A, self.wavelength_A))
             chi = ops.modulate_adjoint(chi, c["e_before"])
         pn = c["pn"]
@@ -652,9 +653,9 @@ class MultisliceModel:
             out = np.empty((g_pn.shape[0], 2))
             fz.shift_moments(out, g_pn, pn if pn.ndim == 4 else pn[None], self._kyx_px[0][:, 0].astype(np.float64),
                              self._kyx_px[1][0].astype(np.float64), 2 * np.pi)
-            g["positions"][bidx_dev] = out
+            self._add_rows(xp, g["positions"], bidx, bidx_dev, out)
         elif "positions" in need:
-            g["positions"][bidx_dev] = ops.shift_gradient(xp, g_pn, pn, self._kyx_px)
+            self._add_rows(xp, g["positions"], bidx, bidx_dev, ops.shift_gradient(xp, g_pn, pn, self._kyx_px))
         if "aberrations_array" in need:
             ga = ops.aberration_gradient(xp, g_pn, pn, self._basis)  # (B, J)
             rows = self.aberration_marker[bidx] if self.aberration_marker is not None else np.zeros(len(bidx), int)
@@ -667,9 +668,22 @@ class MultisliceModel:
             else:
                 g["probe"][0] += xp.sum(g_pn, axis=0)
 
-    def _add_tilt(self, g, bidx_dev, kind, gt):
+    @staticmethod
+    def _add_rows(xp, acc, bidx, bidx_dev, vals):
+        """``acc[bidx] += vals`` with repeated patterns summed (a sequence may list a pattern twice).
+
+        Distinct indices (the usual case): one indexed add.  Repeats: rows summed in increasing row
+        order (:func:`pypty.operators.scatter_rows`, deterministic on every backend).
+        """
+        bidx = np.asarray(bidx)
+        if np.unique(bidx).size == bidx.size:
+            acc[bidx_dev] += vals
+        else:
+            ops.scatter_rows(xp, acc, bidx, vals)
+
+    def _add_tilt(self, g, bidx, bidx_dev, kind, gt):
         a, b = TILT_TYPES[kind]
         if g["tilts"].shape[0] > 1:
-            g["tilts"][bidx_dev, a:b] += gt
+            self._add_rows(self.bk.xp, g["tilts"][:, a:b], bidx, bidx_dev, gt)
         else:
             g["tilts"][0, a:b] += gt.sum(axis=0)

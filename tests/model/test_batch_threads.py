@@ -72,3 +72,17 @@ def test_fewer_threads_when_the_accumulators_do_not_fit(monkeypatch):
     monkeypatch.setattr(memory, "host_memory_bytes", lambda: int(2.5 * per_thread / frac))
     assert model._workers_for_memory(2, arrays["obj"], None, 1) == 2
     assert model._workers_for_memory(2, arrays["obj"], (0, 0, 10, 10), 1) == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_pattern_listed_twice_counts_twice(workers):
+    """Per-pattern gradients (positions) of a sequence with repeats: the sum over the occurrences."""
+    model, arrays, data, _ = _problem(workers)
+    gd = lambda i: data[i]  # noqa: E731
+    once = model.loss_and_grad(arrays, [np.array([1, 2])], gd, need=("positions",))
+    twice = model.loss_and_grad(arrays, [np.array([1, 2]), np.array([2, 1])], gd, need=("positions",))
+    inside = model.loss_and_grad(arrays, [np.array([1, 2, 2, 1])], gd, need=("positions",))
+    assert twice[0] == pytest.approx(2 * once[0], rel=1e-12) and inside[0] == pytest.approx(2 * once[0], rel=1e-12)
+    for res in (twice, inside):
+        np.testing.assert_allclose(res[1]["positions"], 2 * once[1]["positions"], rtol=1e-12, atol=1e-15)
+    assert np.abs(once[1]["positions"][1:3]).max() > 0
