@@ -42,6 +42,7 @@ exception).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -58,8 +59,10 @@ SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 #: Environment variable that turns detection off when "0".
 DISABLE_ENV = "PYPTY_MPI"
 
-#: Environment variable that sets the scipy.fft threads of each rank (default: cores / ranks on the node).
+#: Environment variable that sets the CPU threads of each rank (default: cores / ranks on the node).
 WORKERS_ENV = "PYPTY_FFT_WORKERS"
+#: Flag value a rank puts into the reduced buffer when it received a stop signal (errors count 1 each).
+STOP_FLAG = 2.0**20
 
 
 class DistributedError(RuntimeError):
@@ -180,6 +183,9 @@ class MPIComm(SerialComm):
 
         super().__init__()
         self._MPI = MPI
+        #: Stop signals this rank received (set by the driver, pypty.engine.interrupts with defer=True), and
+        #: the exception a deferred one is raised as (signum -> exception), raised on every rank together.
+        self.pending_signals, self.on_stop = [], None
         self.comm = comm.Dup()
         self.size, self.rank = int(self.comm.Get_size()), int(self.comm.Get_rank())
         local = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
@@ -256,10 +262,16 @@ class MPIComm(SerialComm):
         except BaseException as exc:  # taken to the collective; raised on every rank after it
             err = exc
             buf = pack(np, layout, 0.0, 1.0, None)  # the agreed size, on the host
+        pending = self.pending_signals
+        if err is None and pending:  # a stop signal this rank received (deferred, see pypty.engine.interrupts)
+            buf[1] = STOP_FLAG
         out = self._reduce_bcast(buf)
         self.stats.reductions += 1
-        if out[1] != 0.0:
+        flags = float(out[1])
+        if flags % STOP_FLAG != 0.0:  # errors: 1 per failed rank
             self._raise_if_any(err, "a loss evaluation")
+        if flags >= STOP_FLAG and self.on_stop is not None:  # a stop signal on some rank: every rank stops here
+            raise self.on_stop(pending[0] if pending else signal.SIGTERM)
         t = time.perf_counter()
         loss, _, grads = unpack(xp, layout, to_device(out))
         self.stats.pack_seconds += time.perf_counter() - t

@@ -115,7 +115,9 @@ def reconstruct(p: dict, terms=None, constraints=None, comm=None) -> dict:
         say = (lambda m: tqdm.write(m)) if pf >= 2 else None
         note = (lambda m: tqdm.write(m)) if pf >= 1 else None
         claim = None
-        with stop_signals():
+        with stop_signals(defer=comm.distributed) as received:
+            if comm.distributed:  # a signal is raised on every rank together, at the next loss evaluation
+                comm.pending_signals, comm.on_stop = received, RunInterrupted
             try:
                 def start():
                     nonlocal claim

@@ -44,10 +44,13 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 @contextmanager
-def stop_signals(signals=STOP_SIGNALS):
+def stop_signals(signals=STOP_SIGNALS, defer=False):
     """Within the block, the default-action ``signals`` raise :class:`RunInterrupted` (see the module docstring).
 
-    Yields the list of signal numbers received so far.
+    Yields the list of signal numbers received so far.  ``defer=True`` (MPI
+    runs): the handler only records the signal; the run raises it at its next
+    loss evaluation, on every rank at once (:mod:`pypty.distributed.comm`), so
+    that no rank leaves a collective the others are in.
     """
     received: list = []
     if threading.current_thread() is not threading.main_thread():
@@ -56,7 +59,7 @@ def stop_signals(signals=STOP_SIGNALS):
 
     def handler(signum, frame):
         received.append(signum)
-        if len(received) == 1:
+        if len(received) == 1 and not defer:
             raise RunInterrupted(signum)
 
     previous = {}

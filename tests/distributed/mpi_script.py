@@ -11,6 +11,8 @@ around the model, installed in this subprocess only); the exception message
 is written to ``OUT_DIR/error<r>.txt``.  CASE "terms": see :func:`params`;
 CASE "badshard": a NaN in the last pattern (only the last rank reads it).
 CASE "diverge": rank 1 changes one value of its object after its first step.
+CASE "signal": rank 1 sends itself SIGTERM at the start of epoch 3 (through an epoch-dependent
+parameter); every rank must stop together and rank 0 must save the interrupted state.
 """
 import os
 import sys
@@ -37,12 +39,32 @@ def params(case, out, restart=""):
         # PACBED pattern term (its means reduced); a per-pattern block (beam current)
         kw.update(sequence="lambda e: [0, 3, 3, 7] if e % 2 else None", epoch_max=6, pacbed_weight=1e-4,
                   atv_weight=0.05, update_beam_current="lambda e: e >= 1")
+    if case == "signal":
+        kw.update(update_obj=_signal_at(3))
     if case == "badshard":  # a NaN in the last pattern: only the last rank reads it
         data = data.copy()
         data[-1, 0, 0] = np.nan
     if restart:
         kw.update(restart_from=restart)
     return base_params(data, pos, probe, **kw)
+
+
+def _signal_at(epoch):
+    """An ``update_obj`` callable that sends SIGTERM to rank 1 when epoch ``epoch`` is resolved (test-only)."""
+    import signal
+
+    rank = 0
+    if "mpi4py.MPI" in sys.modules:
+        rank = sys.modules["mpi4py.MPI"].COMM_WORLD.Get_rank()
+    sent = []
+
+    def update_obj(e):
+        if e == epoch and rank == 1 and not sent:
+            sent.append(e)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return 1
+
+    return update_obj
 
 
 def install_fault():
@@ -103,7 +125,7 @@ def main():
         install_divergence()
     try:
         res = pypty.iterative.run(params(case, folder, sys.argv[3] if len(sys.argv) > 3 else ""))
-    except Exception as exc:
+    except (Exception, KeyboardInterrupt) as exc:  # KeyboardInterrupt: a stop signal (RunInterrupted)
         with open(os.path.join(out_dir, f"error{rank}.txt"), "w") as f:
             f.write(f"{type(exc).__name__}: {exc}")
         raise SystemExit(3)

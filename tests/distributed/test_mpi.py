@@ -148,6 +148,18 @@ def test_fault_on_one_rank_then_restart(two_ranks, tmp_path):
         np.testing.assert_array_equal(resumed[1][k], full[k])
 
 
+def test_stop_signal_on_one_rank_stops_every_rank_together(tmp_path):
+    """SIGTERM on rank 1 only (deferred to the next reduction): both ranks stop, rank 0 saves the state."""
+    res = run_script(tmp_path, "signal", n=2)
+    assert res.returncode != 0
+    errors = [open(tmp_path / f"error{r}.txt").read() for r in range(2)]
+    assert errors[0] == errors[1] == "RunInterrupted: pypty run stopped by SIGTERM", errors
+    from pypty.output.results import load_results
+
+    saved = load_results(str(tmp_path / "run" / "results.h5"))
+    assert saved["attrs"]["status"] == "interrupted" and 1 <= saved["attrs"]["epochs_done"] < 8
+
+
 def test_bad_data_in_one_shard_is_reported_on_every_rank(tmp_path):
     res = run_script(tmp_path, "badshard", n=2)
     assert res.returncode != 0
