@@ -98,17 +98,31 @@ class ParamsConstraint(ParamsDriven):
 
     Subclasses set ``name``, ``PARAMS`` and ``SWITCH`` (the row whose value
     switches the constraint on at an epoch) and implement ``apply``.
-    ``from_params`` returns None when the switch is constantly off.
+    ``from_params`` returns None when the switch is constantly off.  The
+    constraint acts at an epoch when :meth:`switched_on` holds for the value
+    of one of its :meth:`switch_rows` there; ``RESETS_HISTORY`` marks the
+    class-D edits (nonlinear, the L-BFGS history is reset), whose cadence the
+    parameter validation checks (:mod:`pypty.parameters.consistency`).
     """
 
     name = ""
     PARAMS: tuple = ()
     SWITCH = ""
+    RESETS_HISTORY = False
 
     @classmethod
     def switch_row(cls) -> str:
         return cls.SWITCH
 
+    @classmethod
+    def switch_rows(cls) -> tuple:
+        """The parameter rows that switch the constraint on (default: ``SWITCH`` alone)."""
+        return (cls.SWITCH,)
+
+    @classmethod
+    def switched_on(cls, row: str, value) -> bool:
+        """Whether ``value`` (of ``row`` at one epoch) switches the constraint on (default: truthy)."""
+        return value is not None and value is not False and bool(value)
+
     def active(self, epoch: int) -> bool:
-        v = self.at(self.SWITCH, epoch)
-        return v is not None and v is not False and bool(v)
+        return any(self.switched_on(row, self.at(row, epoch)) for row in self.switch_rows())

@@ -50,7 +50,7 @@ Common rules, for every class:
 * Each class has ``check_params(p) -> list of str`` (cross-checks, messages
   naming the parameter).  A filter on in consecutive epochs resets the L-BFGS
   history every epoch: validation warns about that for every class-D
-  constraint (:data:`pypty.parameters.consistency.CLASS_D_SWITCHES`).
+  constraint (``RESETS_HISTORY``; checked in :mod:`pypty.parameters.consistency`).
 """
 from __future__ import annotations
 
@@ -373,6 +373,7 @@ class ChargeFlip(ParamsConstraint):
     PARAMS = ("do_charge_flip", "cf_delta_phase", "cf_delta_abs", "cf_beta_phase", "cf_beta_abs",
               "fancy_sigma", "fancy_sigma_eps")
     SWITCH = "do_charge_flip"
+    RESETS_HISTORY = True
 
     def _flip_part(self, x, delta, beta, sigma, kappa):
         """(x', touched): x' real (S, K, Ny, Nx); touched bool, broadcastable to x."""
@@ -508,6 +509,7 @@ class _PhaseAbsorptionBlur(ParamsConstraint):
 
     _AMP = ""
     PAIR_OK, UNIT, WHERE = False, "", ""
+    RESETS_HISTORY = True
 
     @classmethod
     def from_params(cls, p: dict, bk):
@@ -517,9 +519,13 @@ class _PhaseAbsorptionBlur(ParamsConstraint):
         return (_sigma_value(self.at(self.SWITCH, epoch), self.SWITCH, pair_ok=self.PAIR_OK),
                 _sigma_value(self.at(self._AMP, epoch), self._AMP, pair_ok=self.PAIR_OK))
 
-    def active(self, epoch: int) -> bool:
-        sp, sa = self._sigmas(epoch)
-        return sp is not None or sa is not None
+    @classmethod
+    def switch_rows(cls) -> tuple:
+        return (cls.SWITCH, cls._AMP)
+
+    @classmethod
+    def switched_on(cls, row, value) -> bool:
+        return _sigma_value(value, row, pair_ok=cls.PAIR_OK) is not None
 
     def _axes(self, sigma) -> dict:
         raise NotImplementedError
@@ -687,10 +693,11 @@ class KrFilter(ParamsConstraint):
     name = "kr_filter"
     PARAMS = ("kr_filter_radius", "kr_filter_width", "kr_filter_obj_type")
     SWITCH = "kr_filter_radius"
+    RESETS_HISTORY = True
 
-    def active(self, epoch: int) -> bool:
-        v = self.at(self.SWITCH, epoch)
-        return _is_number(v) and float(v) > 0
+    @classmethod
+    def switched_on(cls, row, value) -> bool:
+        return _is_number(value) and float(value) > 0
 
     def apply(self, arrays: dict, epoch: int, ctx) -> tuple:
         """Low-pass the phase and/or amplitude of every (slice, mode).
@@ -787,10 +794,11 @@ class KzFilter(ParamsConstraint):
     name = "kz_filter"
     PARAMS = ("kz_filter_beta", "kz_filter_alpha", "kz_filter_obj_type", "kz_filter_amplitude_factor")
     SWITCH = "kz_filter_beta"
+    RESETS_HISTORY = True
 
-    def active(self, epoch: int) -> bool:
-        v = self.at(self.SWITCH, epoch)
-        return _is_number(v) and float(v) > 0
+    @classmethod
+    def switched_on(cls, row, value) -> bool:
+        return _is_number(value) and float(value) > 0
 
     def apply(self, arrays: dict, epoch: int, ctx) -> tuple:
         """Filter the phase and/or amplitude of every mode in (s, y, x) Fourier space.
@@ -902,15 +910,16 @@ class DctThreshold(ParamsConstraint):
     name = "dct_threshold"
     PARAMS = ("dct_keep_fraction", "dct_obj_type")
     SWITCH = "dct_keep_fraction"
+    RESETS_HISTORY = True
 
     @classmethod
     def from_params(cls, p: dict, bk):
         const, v = _constant(p[cls.SWITCH])
-        return None if const and not (_is_number(v) and float(v) < 1) else cls(p, bk)
+        return None if const and not cls.switched_on(cls.SWITCH, v) else cls(p, bk)
 
-    def active(self, epoch: int) -> bool:
-        v = self.at(self.SWITCH, epoch)
-        return _is_number(v) and float(v) < 1
+    @classmethod
+    def switched_on(cls, row, value) -> bool:
+        return _is_number(value) and float(value) < 1
 
     def _threshold(self, x, frac):
         xp = self.xp

@@ -157,6 +157,7 @@ class ComplexRatio(_PolarEdit):
     name = "complex_ratio"
     PARAMS = ("complex_ratio", "complex_ratio_alpha1", "complex_ratio_alpha2", "complex_ratio_obj_type")
     SWITCH = "complex_ratio"
+    RESETS_HISTORY = True
     WHAT = "amplitude and phase coupled by their global ratio"
 
     def _edit(self, amp, phase, epoch):
@@ -214,6 +215,7 @@ class MirroredAmplitude(_PolarEdit):
     name = "mirrored_amp"
     PARAMS = ("mirrored_amp", "mirrored_amp_relax", "mirrored_amp_scale", "mirrored_amp_power")
     SWITCH = "mirrored_amp"
+    RESETS_HISTORY = True
     WHAT = "amplitude set from the positive phase"
 
     def _edit(self, amp, phase, epoch):
@@ -285,6 +287,7 @@ class ObjectZRecenter(ParamsConstraint):
     PARAMS = ("obj_z_recenter", "obj_z_recenter_thresh", "obj_z_recenter_scale", "obj_z_recenter_max_shift",
               "slice_distances", "num_slices")
     SWITCH = "obj_z_recenter"
+    RESETS_HISTORY = True
 
     def slice_shift(self, obj, epoch: int) -> int:
         """The integer shift n (slices, > 0 = deeper) of the object ``obj`` (S, K, Ny, Nx) at ``epoch``."""
@@ -416,12 +419,13 @@ class ObjectAmplitudeBounds(_PolarEdit):
     name = "obj_amplitude_bounds"
     PARAMS = ("obj_amplitude_bounds", "obj_amplitude_bounds_relax")
     SWITCH = "obj_amplitude_bounds"
+    RESETS_HISTORY = True
     WHAT = "amplitude clipped to its bounds"
 
-    def active(self, epoch: int) -> bool:
-        """On when the bounds at ``epoch`` are not None (nor False / 0)."""
-        v = self.at(self.SWITCH, epoch)
-        return not (v is None or isinstance(v, (bool, np.bool_)) or (np.ndim(v) == 0 and not v))
+    @classmethod
+    def switched_on(cls, row, value) -> bool:
+        """On when the bounds are not None (nor False / 0)."""
+        return not (value is None or isinstance(value, (bool, np.bool_)) or (np.ndim(value) == 0 and not value))
 
     def _edit(self, amp, phase, epoch):
         xp = self.xp
@@ -477,6 +481,7 @@ class ObjectPhasePositivity(_PolarEdit):
     name = "obj_phase_positivity"
     PARAMS = ("obj_phase_positivity", "obj_phase_positivity_relax")
     SWITCH = "obj_phase_positivity"
+    RESETS_HISTORY = True
     WHAT = "negative phases clipped to 0"
 
     def _edit(self, amp, phase, epoch):

@@ -43,6 +43,7 @@ class RestartFromVacuum(ParamsConstraint):
     name = "restart_from_vacuum"
     PARAMS = ("restart_from_vacuum", "obj")
     SWITCH = "restart_from_vacuum"
+    RESETS_HISTORY = True
 
     def apply(self, arrays: dict, epoch: int, ctx) -> tuple:
         """Replace the object by ones.
@@ -117,6 +118,7 @@ class ResetPositions(ParamsConstraint):
     name = "reset_positions"
     PARAMS = ("reset_positions",)
     SWITCH = "reset_positions"
+    RESETS_HISTORY = True
 
     def apply(self, arrays: dict, epoch: int, ctx) -> tuple:
         """Map the given positions into the current canvas frame.

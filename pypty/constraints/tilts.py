@@ -60,10 +60,12 @@ class TiltSmooth(ParamsConstraint):
     PARAMS = ("tilt_smooth_sigma", "scan_size", "tilt_mode", "tilts")
     SWITCH = "tilt_smooth_sigma"
 
-    def active(self, epoch: int) -> bool:
-        """On when sigma at ``epoch`` is > 0."""
-        v = self.at(self.SWITCH, epoch)
-        return v is not None and not isinstance(v, (bool, np.bool_)) and float(v) > 0
+    RESETS_HISTORY = True
+
+    @classmethod
+    def switched_on(cls, row, value) -> bool:
+        """On when sigma is > 0."""
+        return value is not None and not isinstance(value, (bool, np.bool_)) and float(value) > 0
 
     def apply(self, arrays: dict, epoch: int, ctx) -> tuple:
         """Smooth the tilts of the model's tilt types over the scan grid.

@@ -152,31 +152,26 @@ def _regularizer_rules(p):
                 warnings.warn(message, stacklevel=4)
 
 
-#: Switches of the class-D hand constraints (nonlinear edits that reset the L-BFGS history) and their "off" test.
-CLASS_D_SWITCHES = (("apply_gaussian_filter", bool), ("apply_gaussian_filter_amplitude", bool),
-                    ("apply_gaussian_filter_z", bool), ("apply_gaussian_filter_z_amplitude", bool),
-                    ("do_charge_flip", bool), ("restart_from_vacuum", bool), ("reset_positions", bool),
-                    ("kr_filter_radius", lambda v: float(v) > 0), ("kz_filter_beta", lambda v: float(v) > 0),
-                    ("dct_keep_fraction", lambda v: float(v) < 1), ("complex_ratio", bool), ("mirrored_amp", bool),
-                    ("obj_z_recenter", bool), ("obj_amplitude_bounds", lambda v: v is not None),
-                    ("obj_phase_positivity", bool), ("tilt_smooth_sigma", lambda v: float(v) > 0))
-
-
 def _class_d_cadence(p):
-    """Warn when a class-D edit is on in two consecutive epochs while L-BFGS keeps a history."""
+    """Warn when a class-D edit (a registered constraint with ``RESETS_HISTORY``) is on in two consecutive epochs
+    while L-BFGS keeps a history (the on/off rule is the constraint's own ``switched_on``)."""
     hist = p["hist_length"]
     if not callable(hist) and not isinstance(hist, EpochExpression) and hist is not None and hist == 0:
         return
+    from .. import constraints  # the registry sits above this package: imported when checked
+
     first, last = int(p["epoch_prev"]), int(p["epoch_max"])
     epochs = range(first, min(last, first + 2000))
-    for key, on in CLASS_D_SWITCHES:
+    switches = [(row, cls) for cls in constraints.REGISTRY.values() if getattr(cls, "RESETS_HISTORY", False)
+                for row in cls.switch_rows()]
+    for key, cls in switches:
         value = p[key]
         if not may_be_on(value):
             continue
         previous = False
         for epoch in epochs:
             try:
-                now = bool(on(resolve(key, value, epoch)))
+                now = bool(cls.switched_on(key, resolve(key, value, epoch)))
             except Exception:  # a failing callable is reported when the run resolves it
                 break
             if now and previous:

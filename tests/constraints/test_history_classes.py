@@ -234,3 +234,17 @@ def test_orthogonalisation_leaves_the_trajectory_unchanged(small):
     np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-9)
     assert runs[True][1] == runs[False][1]
     assert any("orthogonal_probe_modes" in m for m in runs[True][2])
+
+
+def test_class_d_switch_rows_come_from_the_registry():
+    """The cadence warning of the validation covers exactly the class-D edits (RESETS_HISTORY) and their rows."""
+    from pypty.constraints import REGISTRY
+
+    rows = {row for cls in REGISTRY.values() if cls.RESETS_HISTORY for row in cls.switch_rows()}
+    assert rows == {"apply_gaussian_filter", "apply_gaussian_filter_amplitude", "apply_gaussian_filter_z",
+                    "apply_gaussian_filter_z_amplitude", "do_charge_flip", "restart_from_vacuum", "reset_positions",
+                    "kr_filter_radius", "kz_filter_beta", "dct_keep_fraction", "complex_ratio", "mirrored_amp",
+                    "obj_z_recenter", "obj_amplitude_bounds", "obj_phase_positivity", "tilt_smooth_sigma"}
+    kr, dct = REGISTRY["kr_filter"], REGISTRY["dct_threshold"]
+    assert kr.switched_on("kr_filter_radius", 0.3) and not kr.switched_on("kr_filter_radius", 0)
+    assert dct.switched_on("dct_keep_fraction", 0.5) and not dct.switched_on("dct_keep_fraction", 1.0)
