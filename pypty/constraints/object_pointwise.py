@@ -187,10 +187,6 @@ class ComplexRatio(_PolarEdit):
             out.append(f"parameter 'complex_ratio_obj_type': expected one of {', '.join(OBJ_TYPES)}, got {kind!r}")
         return out
 
-    @classmethod
-    def warnings(cls, p: dict) -> list:
-        return []
-
 
 # ----------------------------------------------------------------------------- mirrored amplitude
 
@@ -232,10 +228,6 @@ class MirroredAmplitude(_PolarEdit):
         return _range_messages(p, {"mirrored_amp_relax": (0.0, 1.0, False, "a float in [0, 1]"),
                                    "mirrored_amp_scale": (0.0, None, False, "a float >= 0"),
                                    "mirrored_amp_power": (0.0, None, True, "a float > 0")})
-
-    @classmethod
-    def warnings(cls, p: dict) -> list:
-        return []
 
 
 # ----------------------------------------------------------------------------- z recentring
@@ -455,10 +447,6 @@ class ObjectAmplitudeBounds(_PolarEdit):
                 out.append(f"parameter '{cls.SWITCH}': expected None or [lo, hi] with 0 <= lo < hi, got {b!r}")
         return out
 
-    @classmethod
-    def warnings(cls, p: dict) -> list:
-        return []
-
 
 # ----------------------------------------------------------------------------- phase positivity
 
@@ -493,10 +481,6 @@ class ObjectPhasePositivity(_PolarEdit):
     def check_params(cls, p: dict) -> list:
         """relax in [0, 1]."""
         return _range_messages(p, {"obj_phase_positivity_relax": (0.0, 1.0, False, "a float in [0, 1]")})
-
-    @classmethod
-    def warnings(cls, p: dict) -> list:
-        return []
 
 
 #: constraint classes of this module, in order of application
