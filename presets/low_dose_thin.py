@@ -50,22 +50,15 @@ Use::
 Keyword arguments go to :func:`pypty.initialize.pypty_params_from_dataset`;
 ``settings`` overrides entries of :data:`SETTINGS`.
 """
-from pypty.initialize import pypty_params_from_dataset
+from pypty.initialize import counted_data_settings, pypty_params_from_dataset
 
-#: Reconstruction settings independent of the dataset.
+#: Reconstruction settings independent of the dataset: the measured low-dose recipe of
+#: :func:`pypty.initialize.counted_data_settings` (``lsq_sqrt`` for six epochs, then ``ml``; the probe refined
+#: throughout; positions from epoch 20 with ``pos_recenter`` and ``deformation_reg_weight_positions=2``; smooth
+#: L1 of phase (16) and absorption (30)), see above and its docstring.
 SETTINGS = {
-    # counted data: a fast start with the amplitude metric, then the Poisson likelihood (issue 16, see below)
-    "algorithm": "lambda epoch: 'lsq_sqrt' if epoch < 6 else 'ml'",
-    "num_slices": 1,
-    "lazy_clean": True,                # one slice: keep the object's full band (docs/regularization.md)
+    **counted_data_settings(regime="low"),
     "epoch_max": 60,
-    "update_obj": 1,
-    "update_probe": 1,                 # at low dose the probe settles late: keep refining it (see below)
-    "update_probe_pos": "lambda epoch: 1 if epoch >= 20 else 0",   # later at low dose (see below)
-    "pos_recenter": True,
-    "deformation_reg_weight_positions": 2.0,
-    "phase_norm_weight": 16.0,
-    "abs_norm_weight": 30.0,
     "compute_batch": "auto",
     "print_flag": 1,
 }

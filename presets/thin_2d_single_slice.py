@@ -1,12 +1,16 @@
-"""Preset: thin 2D material (e.g. a MoS2 or graphene monolayer), one slice, low dose.
+"""Preset: thin 2D material (e.g. a MoS2 or graphene monolayer), one slice, counted data.
 
 Starting point for specimens much thinner than the depth of field
-(``lambda / alpha^2``, about 50-100 Å at 20-30 mrad): a single slice, the
-amplitude metric for six epochs and then the Poisson maximum-likelihood loss
-(counted data), probe refinement in the first 20 epochs and position
-refinement from epoch 6.  Measured on the shared MoS2 monolayer (16,000 e per
-pattern, positions refined; ``benchmarks/convergence.py``, table in
-``docs/performance.md``): r 0.90 at epoch 2, 0.95 at epoch 7, 0.99 from
+(``lambda / alpha^2``, about 50-100 Å at 20-30 mrad) recorded with a few
+thousand electrons per pattern or more: a single slice, the amplitude metric
+for six epochs and then the Poisson maximum-likelihood loss (counted data),
+probe refinement in the first 20 epochs, position refinement from epoch 6 and
+weak smooth-L1 penalties on phase and absorption
+(:func:`pypty.initialize.counted_data_settings`, ``regime="high"``; below
+about 2,000 electrons per pattern use ``presets/low_dose_thin.py``).
+Measured on the shared MoS2 monolayer (16,000 e per pattern, positions
+refined; ``benchmarks/convergence.py``, table in ``docs/performance.md``):
+r 0.90 at epoch 2, 0.95 at epoch 7, 0.99 from
 epoch 20 on without decline, positions 0.125 px rms; ``lsq_sqrt`` alone
 peaks at 0.94 and falls to 0.78 as the scan expands (0.69 px).
 
@@ -23,19 +27,15 @@ Use::
 ``data_pad``, ``scan_rotation_deg``, calibrations, ...) and ``settings``
 overrides entries of :data:`SETTINGS`.
 """
-from pypty.initialize import pypty_params_from_dataset
+from pypty.initialize import counted_data_settings, pypty_params_from_dataset
 
-#: Reconstruction settings independent of the dataset.
+#: Reconstruction settings independent of the dataset: the measured high-dose recipe of
+#: :func:`pypty.initialize.counted_data_settings` (``lsq_sqrt`` for six epochs, then ``ml``; probe refined in the
+#: first 20 epochs; positions from epoch 6 with ``pos_recenter``; smooth L1 of phase and absorption), see its
+#: docstring for the numbers.
 SETTINGS = {
-    # counted data: lsq_sqrt for a fast start, then the Poisson likelihood for the finish (issue 16)
-    "algorithm": "lambda epoch: 'lsq_sqrt' if epoch < 6 else 'ml'",
-    "num_slices": 1,
-    "lazy_clean": True,                # one slice: keep the object's full band (docs/regularization.md)
+    **counted_data_settings(regime="high"),
     "epoch_max": 60,
-    "update_obj": 1,
-    "update_probe": "lambda epoch: 1 if epoch < 20 else 0",   # then fixed: no late decline of the object
-    "update_probe_pos": "lambda epoch: 1 if epoch >= 6 else 0",
-    "pos_recenter": True,              # the global shift of all positions is not observable
     "compute_batch": "auto",
     "print_flag": 1,
 }

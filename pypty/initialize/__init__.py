@@ -11,6 +11,9 @@
   :func:`initial_probe`, the probe ``run`` builds when ``probe`` is None.
 - :mod:`pypty.initialize.schedules`: :func:`epoch_schedule`, a (start, step,
   end) schedule as an epoch lambda string.
+- :mod:`pypty.initialize.recipes`: :func:`counted_data_settings`, the
+  measured recommendation (loss schedule, refinement order, regularizers) for
+  counted data on thin specimens, by dose.
 - :mod:`pypty.initialize.masks`: :func:`sigmoid_mask`, a soft aperture for
   the reciprocal-space probe penalty.
 
@@ -32,9 +35,10 @@ from .dataset import DatasetError, centre_of_mass, create_dataset, open_4dstem
 from .masks import sigmoid_mask
 from .probe import (aperture_from_binary, defocus_spread_probe, hermite_modes, initial_probe,
                     probe_from_beam, probe_from_parameters)
+from .recipes import LOW_DOSE_E_PER_PATTERN, counted_data_settings
 from .schedules import epoch_schedule
 
-__all__ = ["CalibrationError", "DatasetError", "aperture_from_binary", "center_of_mass", "centre_of_mass",
+__all__ = ["LOW_DOSE_E_PER_PATTERN", "counted_data_settings", "CalibrationError", "DatasetError", "aperture_from_binary", "center_of_mass", "centre_of_mass",
            "com_figure", "fit_parallax", "fit_scan_rotation", "from_data", "idpc", "parallax_figure",
            "phase_images_figure", "ssb", "tcbf_image", "virtual_bright_field", "create_dataset",
            "defocus_spread_probe", "detector_pixel_inv_A", "epoch_schedule", "hermite_modes", "initial_probe", "object_shape_px",
