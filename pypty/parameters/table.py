@@ -256,8 +256,11 @@ _TABLE = [
            "at 0.94 and falls to 0.78 while the scan expands (0.69 px); ml ends at 0.98-0.99 with positions "
            "at 0.125 px. Recommended for counted data: \"lambda x: 'lsq_sqrt' if x < 6 else 'ml'\" (r 0.90 "
            "at epoch 2, 0.95 at epoch 7; at 1/20 and 1/100 of the dose it also ends above ml alone), with "
-           "the probe refined in the first 20 epochs only (no late decline); benchmarks/convergence.py, "
-           "table in docs/performance.md.",
+           "the probe refined in the first 20 epochs only (no late decline); "
+           "pypty.initialize.counted_data_settings gives the whole measured recipe by dose. Thick, "
+           "band-limited multislice objects at high dose: keep lsq_sqrt (on a 10-slice bilayer, 1.6e5 "
+           "e/pattern, the switch gave slice-summed r 0.952 against 0.958 and localised the lower layer "
+           "worse); benchmarks/convergence.py, tables in docs/performance.md.",
            epoch=True,
            choices=("lsq_sqrt", "ml", "lsq", "lsq_sqrt_2", "lsq_compressed"), supported=True),
         _p("epoch_max", 200, "int", "Number of epochs to run.", _int(ge=0), supported=True),
