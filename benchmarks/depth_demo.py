@@ -261,6 +261,14 @@ def report(args, meta, d):
                                                  zip(sc["profile_truth1"], sc["profile_truth2"])) + " |")
         return out
 
+    def windows(hw):
+        S = int(meta["n_recon_slices"])
+        parts = []
+        for i, s0 in enumerate(meta["layer_recon_slice"]):
+            a, b = max(0, s0 - hw), min(S - 1, s0 + hw)
+            parts.append(f"L{i + 1}: slice {a}" if a == b else f"L{i + 1}: slices {a}-{b}")
+        return ", ".join(parts)
+
     chk = meta.get("checks", {})
     if isinstance(chk, str):
         chk = json.loads(chk)
@@ -301,11 +309,11 @@ def report(args, meta, d):
         "over the slices of a layer with that layer's truth (own) and with the other layer's truth (other: the "
         "cross-talk); `off-layer var.`: the fraction of the phase variance that sits in the slices holding no "
         "layer (truth: 0; depth elongation); `total`: the slice-summed phase against the summed truth. Layer = its slice and the two "
-        "neighbours (L1: slices 0-2, L2: slices 7-9; the depth resolution here is about two slices):",
+        f"neighbours ({windows(1)}):",
         "",
         *rows(1),
         "",
-        "The same with the single slice that holds each layer (L1: slice 1, L2: slice 8):",
+        f"The same with the single slice that holds each layer ({windows(0)}):",
         "",
         *rows(0),
         "",
@@ -315,8 +323,9 @@ def report(args, meta, d):
         "",
     ]
     if best is not None:
-        md += [f"Figure (`docs/figures/regularization_depth.png`): phase per slice, truth, `none` and `{best['name']}`.",
-               "", "![phase per slice](figures/regularization_depth.png)", ""]
+        fig_name = os.path.basename(args.fig)
+        md += [f"Figure (`docs/figures/{fig_name}`): phase per slice, truth, `none` and `{best['name']}`.",
+               "", f"![phase per slice](figures/{fig_name})", ""]
     text = "\n".join(md)
     if os.path.exists(args.notes):
         with open(args.notes) as fh:
