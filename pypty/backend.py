@@ -210,6 +210,19 @@ class Backend:
             return self.xp.asnumpy(a)
         return np.asarray(a)
 
+    def clear_fft_plans(self) -> int:
+        """Drop the cached FFT plans (``remove_fft_cache``): CuPy's cuFFT plan cache on a GPU, the FFTW plans of
+        :class:`pypty.fft.FFTWTransforms` on the CPU; ducc0, ``scipy.fft`` and the strict stand-in keep none
+        that pypty can drop.  Returns the number of plans dropped (CuPy: the cache's size before)."""
+        if self.name == "cupy":
+            cache = self.xp.fft.config.get_plan_cache()
+            n = int(cache.get_curr_size())
+            cache.clear()
+            return n
+        if self.name == "strict" or self.transforms is None:
+            return 0
+        return int(self.transforms.clear_plans())
+
     def free_memory_pool(self) -> None:
         """Release cached device memory blocks (CuPy only; no-op on NumPy)."""
         if self.is_gpu:

@@ -74,6 +74,10 @@ class ScipyTransforms:
         return self._sf.fft2(a, norm="backward" if unscaled else "ortho",
                              workers=self.threads if threads is None else threads)
 
+    def clear_plans(self) -> int:
+        """Nothing to drop: ``scipy.fft`` keeps its own small plan cache, which has no public API; returns 0."""
+        return 0
+
     def ifft2(self, a, unscaled=False, threads=None):
         return self._sf.ifft2(a, norm="forward" if unscaled else "ortho",
                               workers=self.threads if threads is None else threads)
@@ -100,6 +104,10 @@ class DuccTransforms:
 
     def ifft2(self, a, unscaled=False, threads=None):
         return self._run(a, unscaled, False, threads)
+
+    def clear_plans(self) -> int:
+        """Nothing to drop: ducc0 keeps no plans between calls that pypty could release; returns 0."""
+        return 0
 
 
 #: Environment variable: folder of pypty's caches (FFTW wisdom); ``0`` or ``off``: no FFTW wisdom file.
@@ -286,6 +294,19 @@ class FFTWTransforms:
         if not unscaled:  # unitary
             np.multiply(dest, a.real.dtype.type(_scale(a)), out=dest)
         return dest.reshape(shape)
+
+    def clear_plans(self) -> int:
+        """Drop every kept plan and its two aligned buffers (``remove_fft_cache``); returns how many were dropped.
+
+        FFTW's wisdom stays loaded, so the next transform of a size seen
+        before re-plans in microseconds and gets the same plan (the same bits).
+        A plan in use by another thread is not dropped: it returns to a fresh
+        pool when its transform ends.
+        """
+        with self._lock:
+            n = sum(len(pool) for pool in self._pools.values())
+            self._pools.clear()
+        return n
 
     def fft2(self, a, unscaled=False, threads=None):
         return self._run(a, unscaled, "FFTW_FORWARD", threads)

@@ -320,6 +320,8 @@ class Reconstruction:
             use = device_memory_use(self.bk)
             if use is not None and should_free_pool(*use):
                 self.bk.free_memory_pool()
+        if s.remove_fft_cache:
+            self.bk.clear_fft_plans()
         msg = "; ".join(edits + ([res.message] if res.message else []))
         return StepReport(s, res.f, parts, res.step, res.accepted, res.n_evals, msg, res.g, res.history_size)
 

@@ -49,6 +49,8 @@ class EpochSettings:
         Sub-pixel probe shifts (``allow_subPixel_shift``, or always while
         positions are refined).
     smart_memory : bool
+    remove_fft_cache : bool
+        Drop the FFT plans after the epoch's step (:meth:`pypty.backend.Backend.clear_fft_plans`).
     resize : bool or int
         ``dynamically_resize_yx_object``.
     loss_name : str
@@ -71,6 +73,7 @@ class EpochSettings:
     smart_memory: bool
     resize: object
     loss_name: str = "lsq_sqrt"
+    remove_fft_cache: bool = False
 
     @classmethod
     def resolve(cls, p: dict, epoch: int, present, n_patterns: int) -> "EpochSettings":
@@ -127,7 +130,7 @@ class EpochSettings:
             update_step=float(r("update_step_bfgs")), reset_history=bool(r("reset_history_flag")),
             subpixel=bool(p["allow_subPixel_shift"]) or "positions" in refine,
             smart_memory=bool(r("smart_memory")), resize=r("dynamically_resize_yx_object"),
-            loss_name=loss)
+            loss_name=loss, remove_fft_cache=bool(p["remove_fft_cache"]))
 
     def reparam(self, name: str):
         """The reparametrisation of array ``name`` in this epoch, or None (see :mod:`pypty.model.reparam`)."""

@@ -330,8 +330,11 @@ _TABLE = [
            "instead of loading them all at once.", _FLAG, supported=True),
         _p("smart_memory", True, "bool", "Free cached device memory when needed to avoid "
            "fragmentation.", _FLAG, epoch=True, supported=True),
-        _p("remove_fft_cache", False, "bool", "Periodically drop the FFT plan cache "
-           "(experimental).", _FLAG),
+        _p("remove_fft_cache", False, "bool", "Drop the cached FFT plans after every epoch: CuPy's "
+           "cuFFT plan cache on a GPU (its work areas are freed), the FFTW plans and their buffers on the "
+           "CPU (FFTW's wisdom is kept, so re-planning is quick and gives the same plans). ducc0 (the CPU "
+           "default) and scipy.fft keep no plans pypty can drop. Saves memory between epochs at the cost "
+           "of re-planning at the next one.", _FLAG, supported=True),
         _p("compute_batch", DEFAULT_COMPUTE_BATCH, "int or str", "Measurements per multislice "
            'batch; "auto" picks the largest batch whose estimated working memory fits into '
            "memory_saturation of the free device memory on a GPU, and on the CPU a cache-sized batch "

@@ -234,3 +234,16 @@ def test_keep_canvas_does_not_crop_a_restarted_object(small):
     assert cropped.canvas_yx != obj.shape[:2]
     assert kept.canvas_yx == obj.shape[:2]
     np.testing.assert_allclose(host(kept.arrays["positions"]), moved)
+
+
+def test_remove_fft_cache_drops_the_plans_every_epoch_and_changes_nothing(small, monkeypatch):
+    from pypty.backend import Backend
+
+    _, probe, pos, data = small
+    calls = []
+    plain = pypty.iterative.run(base_params(data, pos, probe, epoch_max=3))
+    real = Backend.clear_fft_plans
+    monkeypatch.setattr(Backend, "clear_fft_plans", lambda self: calls.append(self.name) or real(self))
+    dropped = pypty.iterative.run(base_params(data, pos, probe, epoch_max=3, remove_fft_cache=True))
+    assert len(calls) == 3  # once per epoch
+    assert np.array_equal(plain["obj"], dropped["obj"]) and np.array_equal(plain["probe"], dropped["probe"])
