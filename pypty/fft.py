@@ -74,13 +74,13 @@ class ScipyTransforms:
         return self._sf.fft2(a, norm="backward" if unscaled else "ortho",
                              workers=self.threads if threads is None else threads)
 
-    def clear_plans(self) -> int:
-        """Nothing to drop: ``scipy.fft`` keeps its own small plan cache, which has no public API; returns 0."""
-        return 0
-
     def ifft2(self, a, unscaled=False, threads=None):
         return self._sf.ifft2(a, norm="forward" if unscaled else "ortho",
                               workers=self.threads if threads is None else threads)
+
+    def clear_plans(self) -> int:
+        """Nothing to drop: ``scipy.fft`` keeps its own small plan cache, which has no public API; returns 0."""
+        return 0
 
 
 class DuccTransforms:

@@ -38,9 +38,10 @@ from .probe import (aperture_from_binary, defocus_spread_probe, hermite_modes, i
 from .recipes import LOW_DOSE_E_PER_PATTERN, counted_data_settings
 from .schedules import epoch_schedule
 
-__all__ = ["LOW_DOSE_E_PER_PATTERN", "counted_data_settings", "CalibrationError", "DatasetError", "aperture_from_binary", "center_of_mass", "centre_of_mass",
-           "com_figure", "fit_parallax", "fit_scan_rotation", "from_data", "idpc", "parallax_figure",
-           "phase_images_figure", "ssb", "tcbf_image", "virtual_bright_field", "create_dataset",
-           "defocus_spread_probe", "detector_pixel_inv_A", "epoch_schedule", "hermite_modes", "initial_probe", "object_shape_px",
-           "open_4dstem", "probe_from_beam", "probe_from_parameters", "pypty_params_from_dataset",
-           "pypty_params_from_experiment", "reconstruction_pixel_size_A", "scan_positions_px", "sigmoid_mask", "slice_settings"]
+__all__ = ["aperture_from_binary", "CalibrationError", "center_of_mass", "centre_of_mass", "com_figure",
+           "counted_data_settings", "create_dataset", "DatasetError", "defocus_spread_probe",
+           "detector_pixel_inv_A", "epoch_schedule", "fit_parallax", "fit_scan_rotation", "from_data",
+           "hermite_modes", "idpc", "initial_probe", "LOW_DOSE_E_PER_PATTERN", "object_shape_px",
+           "open_4dstem", "parallax_figure", "phase_images_figure", "probe_from_beam", "probe_from_parameters",
+           "pypty_params_from_dataset", "pypty_params_from_experiment", "reconstruction_pixel_size_A",
+           "scan_positions_px", "sigmoid_mask", "slice_settings", "ssb", "tcbf_image", "virtual_bright_field"]
