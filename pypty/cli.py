@@ -18,9 +18,10 @@ written.  For example::
     {"data_path": "scan.h5", "output_folder": "runs/scan", "epoch_max": 20,
      "num_slices": 1, "algorithm": "lsq_sqrt"}
 
-After the run's own messages (as many as ``print_flag`` asks for), a JSON
-summary (epochs, first and final loss, wall time, output folder, results
-file) is printed on stdout.
+The run's own messages (as many as ``print_flag`` asks for) and its
+progress bar go to stderr; stdout holds only a JSON summary (epochs, first
+and final loss, wall time, output folder, results file), so that
+``pypty run params.json > summary.json`` keeps a clean summary.
 
 Exit status (the same for ``pypty-sample``):
 
@@ -42,13 +43,15 @@ returns the exit status.  Importing this module imports nothing heavy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import traceback as _traceback
 from typing import Optional, Sequence
 
-__all__ = ["ParamsFileError", "USER_ERRORS", "error_status", "load_params", "run_params_file", "main"]
+__all__ = ["ParamsFileError", "USER_ERRORS", "error_status", "log_to_stderr", "load_params", "run_params_file",
+           "main"]
 
 #: Exceptions reported as one line by the console commands.  pypty's own error types
 #: (``PyptyParameterError``, ``DataError``, ``DatasetError``, ``CalibrationError``,
@@ -60,6 +63,16 @@ USER_ERRORS = (ValueError, OSError, RuntimeError, MemoryError)
 
 class ParamsFileError(ValueError):
     """A parameter file cannot be read, is not valid JSON/TOML, or does not hold one object."""
+
+
+def log_to_stderr():
+    """Context manager of the console commands: what the run prints on stdout (its log lines, written with
+    ``tqdm.write``) goes to stderr, so that stdout holds only the command's JSON summary.
+
+    Used around the run inside :func:`main` and ``pypty-sample``'s ``main`` only; the Python API
+    (:func:`pypty.iterative.run`) prints where it always does.
+    """
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def error_status(prog: str, exc: BaseException, traceback: bool = False) -> int:
@@ -230,7 +243,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     # one command so far ("run"; argparse rejects anything else)
     try:
-        result = run_params_file(args.params)
+        with log_to_stderr():
+            result = run_params_file(args.params)
     except (KeyboardInterrupt,) + USER_ERRORS as exc:
         return error_status("pypty", exc, traceback=args.traceback)
     if _is_root():

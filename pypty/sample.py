@@ -213,11 +213,12 @@ def main(argv=None) -> int:
         From argparse: status 2 for a bad command line, 0 after ``--help``
         or ``--version``.
     """
-    from .cli import USER_ERRORS, error_status
+    from .cli import USER_ERRORS, error_status, log_to_stderr
 
     args = _parser().parse_args(argv)
     try:
-        result = reconstruct_sample(args.out, args.epochs, args.slices)
+        with log_to_stderr():
+            result = reconstruct_sample(args.out, args.epochs, args.slices)
     except (KeyboardInterrupt,) + USER_ERRORS as exc:
         return error_status("pypty-sample", exc, traceback=args.traceback)
     loss = result["loss"]

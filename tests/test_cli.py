@@ -129,6 +129,15 @@ def test_pypty_run_json_success(tmp_path):
     assert "Traceback" not in "\n".join(err)
 
 
+def test_pypty_run_log_lines_go_to_stderr_and_stdout_is_only_the_summary(tmp_path):
+    params = sample_params_file(tmp_path, "run", print_flag=3)  # the most chatter short of per-block norms
+    rc, out, err = call("pypty", "run", str(params), cwd=tmp_path)
+    assert rc == 0, err[-3:]
+    summary = json.loads("\n".join(out))  # nothing else on stdout
+    assert summary["epochs"] == 2
+    assert any("epoch" in line and "loss" in line for line in err), err[:5]  # the per-epoch lines, on stderr
+
+
 def test_pypty_run_missing_file_exits_1(tmp_path):
     rc, out, err = call("pypty", "run", "missing.json", cwd=tmp_path)
     assert rc == 1 and not out
