@@ -73,8 +73,15 @@ def setting(name, epochs, loss0):
     at epochs 5, 5 + step, ... (before epochs - 5 when step > 1), kz_filter_alpha = alpha);
     ``zblur_s<sigma>_e<step>`` (apply_gaussian_filter_z = sigma slices, same cadence);
     ``pnorm_w<w>`` (phase_norm_weight = w: sparsity of the phase, which empties the gap slices).  A suffix
-    ``_lazy`` adds lazy_clean=True.
+    ``_lazy`` adds lazy_clean=True; ``a+b`` combines two settings (e.g. ``kz_b5_e5_a0+pnorm_w30``).
     """
+    if "+" in name:  # a combination: the settings of every part together
+        descs, extra = [], {}
+        for part in name.split("+"):
+            d, e = setting(part, epochs, loss0)
+            descs.append(d)
+            extra.update(e)
+        return " + ".join(descs), extra
     desc, extra = [], {}
     parts = name.split("_")
     if parts[-1] == "lazy" and parts[0] != "lazy":

@@ -33,8 +33,10 @@ specimens switch the kz filter on::
               "kz_filter_alpha": 0.0}
 
 On a simulated MoS2 bilayer with layers 1 nm apart (4.8 Å slices) it halved
-the cross-talk between the layers (0.25 to 0.12; every five epochs, beta
-5-10); with 3 nm between the layers there was no cross-talk to remove.
+the cross-talk between the layers at 16,000 e/pattern (0.25 to 0.12; every
+five epochs, beta 5-10); with 3 nm between the layers there was no
+cross-talk to remove.  At 1,600 e/pattern it did not lower it; there a light
+phase sparsity term did (``phase_norm_weight`` 3-5: 0.28 to 0.12).
 Stronger settings (beta 20-40, every epoch) smooth the object along z and
 mix the layers (``docs/regularization_depth.md``).
 
