@@ -258,9 +258,10 @@ def get_backend(name: str | None = None, workers: int | None = None, fft: str | 
         Threads of the CPU FFTs; default ``os.cpu_count()``.
     fft : {"auto", "fftw", "ducc0", "scipy", None}
         CPU FFT engine (:func:`pypty.fft.make_transforms`); None: the
-        environment variable ``PYPTY_FFT``, else ``"auto"`` (FFTW when pyFFTW
-        is installed, which it is with pypty; otherwise ducc0, otherwise
-        ``scipy.fft``).  Ignored on CuPy.
+        environment variable ``PYPTY_FFT``, else ``"auto"`` (the first
+        installed of :data:`pypty.fft.AUTO_ORDER`: ducc0, which is installed
+        with pypty, then FFTW through pyFFTW, then ``scipy.fft``).  Ignored on
+        CuPy.
 
     Raises
     ------

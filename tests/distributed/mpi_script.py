@@ -105,7 +105,7 @@ def install_divergence():
         if not done[0]:
             done[0] = True
             obj = self.arrays["obj"].copy()
-            obj.flat[0] *= 1 + 1e-9  # a one-ulp change could be rounded away by the next step
+            obj.reshape(-1)[:1] *= 1 + 1e-9  # (a view, also of a CuPy array) one ulp could be rounded away
             self.arrays = dict(self.arrays, obj=obj)
 
     Reconstruction._accept = accept
