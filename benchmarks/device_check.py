@@ -369,6 +369,16 @@ def section_environment(ctx, deadline):
             env[key] = fn()
         except Exception as exc:  # CuPy without a device, or a missing library
             env[key] = f"n/a ({type(exc).__name__}: {exc})"
+    if _is_cupy(ctx["bk"]):  # remove_fft_cache's CuPy branch (Backend.clear_fft_plans): never run before a GPU
+        try:
+            bk = ctx["bk"]
+            a = bk.xp.ones((2, 32, 32), dtype=bk.xp.complex64)
+            before = bk.to_numpy(bk.fft2(a))
+            dropped = bk.clear_fft_plans()
+            again = bk.to_numpy(bk.fft2(a))
+            env["clear_fft_plans"] = {"dropped": dropped, "same_bits_after": bool(np.array_equal(before, again))}
+        except Exception as exc:
+            env["clear_fft_plans"] = f"error ({type(exc).__name__}: {exc})"
     return env
 
 
