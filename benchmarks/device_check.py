@@ -404,6 +404,25 @@ def device_test_files():
     return sorted(out)
 
 
+_RUN_LEVEL_TEST = re.compile(r"\btest_backend\(\)")
+
+
+def run_level_test_files():
+    """Test files that compute on ``conftest.test_backend()`` (the backend ``run`` picks: CuPy on a GPU) and
+    have no ``bk``-fixture variant to select with ``-k cupy``, relative to the root."""
+    out = []
+    bk_files = set(device_test_files())
+    for dirpath, _dirs, files in os.walk(os.path.join(ROOT, "tests")):
+        for f in sorted(files):
+            if f.startswith("test_") and f.endswith(".py"):
+                path = os.path.join(dirpath, f)
+                rel = os.path.relpath(path, ROOT)
+                with open(path, encoding="utf-8") as fh:
+                    if rel not in bk_files and _RUN_LEVEL_TEST.search(fh.read()):
+                        out.append(rel)
+    return sorted(out)
+
+
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|deselected|xfailed|xpassed)")
 
 
@@ -460,6 +479,17 @@ def section_tests(ctx, deadline):
         if r.returncode not in (0, 1):
             res["tail"] = (r.stdout + r.stderr)[-2000:]
         break
+    left = deadline - time.perf_counter()
+    run_level = run_level_test_files() if ctx["cfg"]["test_files"] != "one" else []
+    if _is_cupy(ctx["bk"]) and run_level and left > 20:  # whole runs on the device (test_backend() is CuPy there)
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--maxfail=50"] + run_level
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=left, cwd=ROOT, env=_worker_env({}))
+            res["run_level"] = {**parse_pytest_summary(r.stdout), "rc": r.returncode, "files": run_level}
+            if r.returncode not in (0, 1):
+                res["run_level"]["tail"] = (r.stdout + r.stderr)[-2000:]
+        except subprocess.TimeoutExpired:
+            res["run_level"] = {"status": "skipped", "reason": f"the section's time limit ({left:.0f} s)"}
     return res
 
 

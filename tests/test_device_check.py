@@ -68,6 +68,8 @@ def test_pytest_summary_parsing():
     assert (c["failed"], c["passed"], c["deselected"], c["errors"]) == (1, 3, 2, 1)
     assert c["failing_tests"] == ["tests/a.py::test_x[cupy]"]
     assert all(f.startswith("tests") for f in device_check.device_test_files())
+    run_level = device_check.run_level_test_files()
+    assert "tests/engine/test_seams.py" in run_level and not set(run_level) & set(device_check.device_test_files())
 
 
 class _Bk:
