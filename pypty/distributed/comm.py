@@ -271,7 +271,9 @@ class MPIComm(SerialComm):
         if flags % STOP_FLAG != 0.0:  # errors: 1 per failed rank
             self._raise_if_any(err, "a loss evaluation")
         if flags >= STOP_FLAG and self.on_stop is not None:  # a stop signal on some rank: every rank stops here
-            raise self.on_stop(pending[0] if pending else signal.SIGTERM)
+            # one more (rare) collective so that every rank names the same signal: the lowest rank's first one
+            got = [s for s in self.comm.allgather(int(pending[0]) if pending else None) if s is not None]
+            raise self.on_stop(got[0] if got else signal.SIGTERM)
         t = time.perf_counter()
         loss, _, grads = unpack(xp, layout, to_device(out))
         self.stats.pack_seconds += time.perf_counter() - t

@@ -35,7 +35,7 @@ from ..parameters.schedule import every
 from ..regularizers import build_terms
 from ..distributed.comm import SerialComm, fft_engine, fft_workers, resolve, select_gpu
 from .errors import NonFiniteLossError
-from .interrupts import RunInterrupted, stop_signals
+from .interrupts import DISTRIBUTED_STOP_SIGNALS, STOP_SIGNALS, RunInterrupted, stop_signals
 from .objective import part_names
 from .session import Reconstruction
 
@@ -115,7 +115,8 @@ def reconstruct(p: dict, terms=None, constraints=None, comm=None) -> dict:
         say = (lambda m: tqdm.write(m)) if pf >= 2 else None
         note = (lambda m: tqdm.write(m)) if pf >= 1 else None
         claim = None
-        with stop_signals(defer=comm.distributed) as received:
+        with stop_signals(DISTRIBUTED_STOP_SIGNALS if comm.distributed else STOP_SIGNALS,
+                          defer=comm.distributed) as received:
             if comm.distributed:  # a signal is raised on every rank together, at the next loss evaluation
                 comm.pending_signals, comm.on_stop = received, RunInterrupted
             try:

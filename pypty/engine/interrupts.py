@@ -14,7 +14,11 @@ The previous handlers are restored when the run ends; nothing is left
 behind.  After the first signal, further ones are ignored until the run has
 saved and stopped.
 
-Public API: :class:`RunInterrupted`, :func:`stop_signals`, :data:`STOP_SIGNALS`.
+In MPI runs SIGINT (Ctrl-C, forwarded by ``mpiexec`` to every rank) is
+deferred the same way (:data:`DISTRIBUTED_STOP_SIGNALS`).
+
+Public API: :class:`RunInterrupted`, :func:`stop_signals`, :data:`STOP_SIGNALS`,
+:data:`DISTRIBUTED_STOP_SIGNALS`.
 """
 from __future__ import annotations
 
@@ -22,10 +26,14 @@ import signal
 import threading
 from contextlib import contextmanager
 
-__all__ = ["RunInterrupted", "stop_signals", "STOP_SIGNALS"]
+__all__ = ["RunInterrupted", "stop_signals", "STOP_SIGNALS", "DISTRIBUTED_STOP_SIGNALS"]
 
 #: Signals handled like Ctrl-C during a run (those this platform has).
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP", "SIGUSR1") if hasattr(signal, n))
+
+#: The same plus SIGINT for MPI runs: Ctrl-C reaches every rank at a different point of its work, so it is
+#: deferred like the others instead of raising KeyboardInterrupt wherever each rank happens to be.
+DISTRIBUTED_STOP_SIGNALS = STOP_SIGNALS + (signal.SIGINT,)
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -50,7 +58,9 @@ def stop_signals(signals=STOP_SIGNALS, defer=False):
     Yields the list of signal numbers received so far.  ``defer=True`` (MPI
     runs): the handler only records the signal; the run raises it at its next
     loss evaluation, on every rank at once (:mod:`pypty.distributed.comm`), so
-    that no rank leaves a collective the others are in.
+    that no rank leaves a collective the others are in.  A SIGINT in
+    ``signals`` (Ctrl-C, which ``mpiexec`` forwards to every rank) is taken
+    over only from Python's own handler (:func:`signal.default_int_handler`).
     """
     received: list = []
     if threading.current_thread() is not threading.main_thread():
@@ -65,7 +75,8 @@ def stop_signals(signals=STOP_SIGNALS, defer=False):
     previous = {}
     for sig in signals:
         try:
-            if signal.getsignal(sig) is signal.SIG_DFL:
+            current = signal.getsignal(sig)
+            if current is signal.SIG_DFL or (sig == signal.SIGINT and current is signal.default_int_handler):
                 previous[sig] = signal.signal(sig, handler)
         except (ValueError, OSError):
             continue

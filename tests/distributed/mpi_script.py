@@ -13,6 +13,7 @@ CASE "badshard": a NaN in the last pattern (only the last rank reads it).
 CASE "diverge": rank 1 changes one value of its object after its first step.
 CASE "signal": rank 1 sends itself SIGTERM at the start of epoch 3 (through an epoch-dependent
 parameter); every rank must stop together and rank 0 must save the interrupted state.
+CASE "sigint": the same with SIGINT (Ctrl-C, which mpiexec forwards to the ranks).
 """
 import os
 import sys
@@ -39,8 +40,8 @@ def params(case, out, restart=""):
         # PACBED pattern term (its means reduced); a per-pattern block (beam current)
         kw.update(sequence="lambda e: [0, 3, 3, 7] if e % 2 else None", epoch_max=6, pacbed_weight=1e-4,
                   atv_weight=0.05, update_beam_current="lambda e: e >= 1")
-    if case == "signal":
-        kw.update(update_obj=_signal_at(3))
+    if case in ("signal", "sigint"):
+        kw.update(update_obj=_signal_at(3, "SIGTERM" if case == "signal" else "SIGINT"))
     if case == "badshard":  # a NaN in the last pattern: only the last rank reads it
         data = data.copy()
         data[-1, 0, 0] = np.nan
@@ -49,8 +50,8 @@ def params(case, out, restart=""):
     return base_params(data, pos, probe, **kw)
 
 
-def _signal_at(epoch):
-    """An ``update_obj`` callable that sends SIGTERM to rank 1 when epoch ``epoch`` is resolved (test-only)."""
+def _signal_at(epoch, name="SIGTERM"):
+    """An ``update_obj`` callable that sends signal ``name`` to rank 1 when epoch ``epoch`` is resolved (test-only)."""
     import signal
 
     rank = 0
@@ -61,7 +62,7 @@ def _signal_at(epoch):
     def update_obj(e):
         if e == epoch and rank == 1 and not sent:
             sent.append(e)
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), getattr(signal, name))
         return 1
 
     return update_obj

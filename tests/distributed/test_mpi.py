@@ -148,12 +148,13 @@ def test_fault_on_one_rank_then_restart(two_ranks, tmp_path):
         np.testing.assert_array_equal(resumed[1][k], full[k])
 
 
-def test_stop_signal_on_one_rank_stops_every_rank_together(tmp_path):
-    """SIGTERM on rank 1 only (deferred to the next reduction): both ranks stop, rank 0 saves the state."""
-    res = run_script(tmp_path, "signal", n=2)
+@pytest.mark.parametrize("case, name", [("signal", "SIGTERM"), ("sigint", "SIGINT")])
+def test_stop_signal_on_one_rank_stops_every_rank_together(tmp_path, case, name):
+    """SIGTERM or SIGINT on rank 1 only (deferred to the next reduction): both ranks stop, rank 0 saves."""
+    res = run_script(tmp_path, case, n=2)
     assert res.returncode != 0
     errors = [open(tmp_path / f"error{r}.txt").read() for r in range(2)]
-    assert errors[0] == errors[1] == "RunInterrupted: pypty run stopped by SIGTERM", errors
+    assert errors[0] == errors[1] == f"RunInterrupted: pypty run stopped by {name}", errors
     from pypty.output.results import load_results
 
     saved = load_results(str(tmp_path / "run" / "results.h5"))
