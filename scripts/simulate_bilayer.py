@@ -103,6 +103,10 @@ import time
 
 import numpy as np
 
+# the sample script's helpers (same probe, band limit, resampling and tiling definitions); scripts/ is on sys.path
+from make_sample_data import (antialias, crop_center, kgrid, mean_pearson, probe_k,
+                              resample_to_recon, tile_to_canvas)
+
 GENERATOR = "scripts/simulate_bilayer.py"
 GENERATOR_VERSION = "1.0"
 
@@ -149,56 +153,6 @@ def mos2_layer(z_planes, shift_frac=(0.0, 0.0), thickness=10.0):
     return atoms
 
 
-def kgrid(n, d):
-    k = np.fft.fftfreq(n, d)
-    return np.meshgrid(k, k, indexing="ij")
-
-
-def probe_k(n, d, lam, semiangle_rad, c10, r_yx=(0.0, 0.0)):
-    """A(k) exp(-i chi) exp(-2 pi i k.r), FFT order, (y, x); soft edge one dk wide (abTEM's)."""
-    ky, kx = kgrid(n, d)
-    k = np.sqrt(ky**2 + kx**2)
-    dk = 1.0 / (n * d)
-    aperture = np.clip((semiangle_rad / lam - k) / dk + 0.5, 0.0, 1.0)
-    aperture[0, 0] = 1.0
-    chi = np.pi * lam * (ky**2 + kx**2) * c10
-    return aperture * np.exp(-1j * chi) * np.exp(-2j * np.pi * (ky * r_yx[0] + kx * r_yx[1]))
-
-
-def antialias(n, d, cutoff=2.0 / 3.0, taper=0.01):
-    """abTEM's default 2/3 band limit with a raised-cosine edge."""
-    ky, kx = kgrid(n, d)
-    k = np.sqrt(ky**2 + kx**2)
-    kc, tw = cutoff / d / 2.0, taper / d
-    out = np.where(k > kc - tw, 0.5 * (1 + np.cos(np.pi * (k - kc + tw) / tw)), 1.0)
-    out[k > kc] = 0.0
-    return out
-
-
-def crop_center(arr, n):
-    c0, c1 = arr.shape[-2] // 2, arr.shape[-1] // 2
-    return arr[..., c0 - n // 2:c0 - n // 2 + n, c1 - n // 2:c1 - n // 2 + n]
-
-
-def resample_to_recon(img_sim, n_rec):
-    """Exact band-limited resampling of periodic (..., y, x) images to n_rec px (|k| < n_rec/2 dk)."""
-    n_sim = img_sim.shape[-1]
-    f = np.fft.fftshift(np.fft.fft2(img_sim), axes=(-2, -1))
-    f = crop_center(f, n_rec)
-    m = np.arange(n_rec) - n_rec // 2
-    my, mx = np.meshgrid(m, m, indexing="ij")
-    f = f * (my**2 + mx**2 < (n_rec / 2) ** 2)
-    out = np.fft.ifft2(np.fft.ifftshift(f, axes=(-2, -1))) * (n_rec / n_sim) ** 2
-    return out.real
-
-
-def tile_to_canvas(cell_img, origin_px, shape):
-    n = cell_img.shape[-1]
-    iy = (np.arange(shape[0]) - origin_px) % n
-    ix = (np.arange(shape[1]) - origin_px) % n
-    return cell_img[..., iy[:, None], ix[None, :]]
-
-
 def pypty_style_forward(phase_slices_canvas, positions_px, lam, dx, dz, semiangle_rad, c10, n, cutoff=None):
     """pypty's far-field multislice on the n px window (the last slice is not propagated).
 
@@ -226,12 +180,6 @@ def pypty_style_forward(phase_slices_canvas, positions_px, lam, dx, dz, semiangl
                 psi = np.fft.ifft2(np.fft.fft2(psi) * prop)
         out[p] = crop_center(np.abs(np.fft.fftshift(np.fft.fft2(psi))) ** 2, N_DET)
     return out
-
-
-def mean_pearson(a, b):
-    a = a.reshape(len(a), -1) - a.reshape(len(a), -1).mean(1, keepdims=True)
-    b = b.reshape(len(b), -1) - b.reshape(len(b), -1).mean(1, keepdims=True)
-    return float(np.mean(np.sum(a * b, 1) / np.sqrt(np.sum(a * a, 1) * np.sum(b * b, 1))))
 
 
 def rel_l2(model, ref):
@@ -363,7 +311,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     aa = antialias(n_sim, d_sim)
     phase_sim = np.fft.ifft2(np.fft.fft2(sigma * v_slices) * aa).real
-    phase_sim_rec = resample_to_recon(phase_sim, n_win)  # (S_sim, 64, 64)
+    phase_sim_rec = resample_to_recon(phase_sim, n_win)[0]  # (S_sim, 64, 64)
     need = np.floor(pos_px.max(axis=0) + 0.5).astype(int) + n_win
     canvas_shape = (int(need[0] + MARGIN_PX), int(need[1] + MARGIN_PX))
     gt_sim = tile_to_canvas(phase_sim_rec, origin_px, canvas_shape)
