@@ -39,6 +39,18 @@ def host(a):
     return test_backend().to_numpy(a)
 
 
+def fd_check(fun, x, block, rng, h=1e-6):
+    """Directional derivative of ``fun`` (a pypty objective: blocks -> (loss, gradients)) along a random direction
+    of one block: (analytic from the gradient, central difference), with the step scaled by the block's size."""
+    _, g = fun(x)
+    v = x[block]
+    d = rng.standard_normal(v.shape) + (1j * rng.standard_normal(v.shape) if np.iscomplexobj(v) else 0)
+    h = h * max(1.0, float(np.abs(host(v)).max()))
+    dd = test_backend().asarray(d)
+    num = (fun(dict(x, **{block: v + h * dd}))[0] - fun(dict(x, **{block: v - h * dd}))[0]) / (2 * h)
+    return float(np.real(np.vdot(host(g[block]).ravel(), d.ravel()))), num
+
+
 def rand_complex(rng, shape, scale=1.0):
     return scale * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import pypty.iterative
-from conftest import host, test_backend
+from conftest import fd_check, test_backend
 from pypty.engine.session import Reconstruction
 from pypty.model.setup import build_setup
 from pypty.parameters import PyptyParameterError, validate
@@ -26,16 +26,6 @@ def _rec(small, **kw):
     return Reconstruction(p, build_setup(p, test_backend()))
 
 
-def _fd(fun, x, block, rng, h=1e-6):
-    _, g = fun(x)
-    v = x[block]
-    d = rng.standard_normal(v.shape) + (1j * rng.standard_normal(v.shape) if np.iscomplexobj(v) else 0)
-    h = h * max(1.0, float(np.abs(host(v)).max()))
-    dd = test_backend().asarray(d)
-    num = (fun(dict(x, **{block: v + h * dd}))[0] - fun(dict(x, **{block: v - h * dd}))[0]) / (2 * h)
-    return float(np.real(np.vdot(host(g[block]).ravel(), d.ravel()))), num
-
-
 @pytest.mark.parametrize("epoch, name", [(0, "lsq_sqrt"), (5, "ml")])
 def test_gradient_matches_central_differences_on_both_sides(small, epoch, name):
     obj = np.exp(0.3j * np.random.default_rng(5).random((44, 44, 1, 1)))
@@ -45,7 +35,7 @@ def test_gradient_matches_central_differences_on_both_sides(small, epoch, name):
     x = r.blocks(s)
     fun = r.objective(s)
     for block in ("obj", "positions"):
-        ana, num = _fd(fun, x, block, np.random.default_rng(2))
+        ana, num = fd_check(fun, x, block, np.random.default_rng(2))
         assert abs(num) > 1e-8
         assert np.isclose(ana, num, rtol=1e-5), (block, ana, num)
     # the value is that of the constant loss of the same name

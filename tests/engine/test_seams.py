@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import host, test_backend
+from conftest import fd_check, host, test_backend
 from pypty.constraints import Change
 from pypty.engine.driver import reconstruct
 from pypty.engine.session import Reconstruction
@@ -70,17 +70,6 @@ class Vacuum:
         return float(self.weight * test_backend().xp.sum((d * d.conj()).real)), {"obj": 2 * self.weight * d}
 
 
-def _fd(fun, x, block, rng, h=1e-6):
-    """Directional derivative of fun along a random direction of one block: (analytic, central difference)."""
-    f0, g = fun(x)
-    v = x[block]
-    d = rng.standard_normal(v.shape) + (1j * rng.standard_normal(v.shape) if np.iscomplexobj(v) else 0)
-    h = h * max(1.0, float(np.abs(host(v)).max()))
-    dd = test_backend().asarray(d)
-    num = (fun(dict(x, **{block: v + h * dd}))[0] - fun(dict(x, **{block: v - h * dd}))[0]) / (2 * h)
-    return float(np.real(np.vdot(host(g[block]).ravel(), d.ravel()))), num
-
-
 @pytest.mark.parametrize("block, kw, terms", [
     ("obj", dict(loss_weight=0.7), ()),
     ("positions", dict(loss_weight=0.7, update_probe_pos=1), ("spring",)),
@@ -94,7 +83,7 @@ def test_objective_gradient_matches_central_differences(small, block, kw, terms)
     s = r.settings(0)
     x = r.blocks(s)
     fun = r.objective(s)
-    ana, num = _fd(fun, x, block, np.random.default_rng(2))
+    ana, num = fd_check(fun, x, block, np.random.default_rng(2))
     assert abs(num) > 1e-8
     assert np.isclose(ana, num, rtol=1e-5), (ana, num)
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import host, test_backend
+from conftest import fd_check, host, test_backend
 from pypty.engine.session import Reconstruction
 from pypty.model.setup import build_setup
 from pypty.parameters import validate
@@ -32,17 +32,6 @@ def _rec(small, **kw):
     p = validate(base_params(data, pos, kw.pop("probe", probe), compute_batch=5, **kw))
     bk = test_backend()
     return Reconstruction(p, build_setup(p, bk), build_terms(p, bk), ())
-
-
-def _fd(fun, x, block, rng, h=1e-6):
-    """Directional derivative of fun along a random direction of one block: (analytic, central difference)."""
-    f0, g = fun(x)
-    v = x[block]
-    d = rng.standard_normal(v.shape) + (1j * rng.standard_normal(v.shape) if np.iscomplexobj(v) else 0)
-    h = h * max(1.0, float(np.abs(host(v)).max()))
-    dd = test_backend().asarray(d)
-    num = (fun(dict(x, **{block: v + h * dd}))[0] - fun(dict(x, **{block: v - h * dd}))[0]) / (2 * h)
-    return float(np.real(np.vdot(host(g[block]).ravel(), d.ravel()))), num
 
 
 def test_registered_and_built_only_when_on(small):
@@ -75,7 +64,7 @@ def test_objective_gradient_matches_central_differences(small, block, kw):
     _, g = fun(x)
     parts = fun.parts_at(g)
     assert parts["reg_pacbed"] > 0 and set(parts) == {"loss_data", "reg_pacbed"}
-    ana, num = _fd(fun, x, block, np.random.default_rng(5))
+    ana, num = fd_check(fun, x, block, np.random.default_rng(5))
     assert abs(num) > 1e-8
     assert np.isclose(ana, num, rtol=1e-5), (ana, num)
 
