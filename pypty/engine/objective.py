@@ -13,7 +13,6 @@ point the line search accepted can be reported (``loss.csv`` columns
 from __future__ import annotations
 
 from ..distributed.comm import SerialComm
-from ..distributed.shard import filter_sequence
 
 SERIAL = SerialComm()
 
@@ -61,12 +60,8 @@ class Objective:
             if rp is not None:
                 self.reparams[rp.block] = rp
         self.comm = getattr(setup, "comm", None) or SERIAL
-        if self.comm.distributed:  # this rank's patterns of the sequence, in the sequence's order, in full batches
-            seq = filter_sequence(settings.sequence, *setup.shard)
-            b = int(setup.compute_batch)
-            self.batches = [seq[i:i + b] for i in range(0, seq.size, b)]
-        else:
-            self.batches = settings.batches(setup.compute_batch)
+        # distributed: this rank's patterns of the sequence, in the sequence's order, in full batches
+        self.batches = settings.batches(setup.compute_batch, setup.shard if self.comm.distributed else None)
         self._evaluations = []  # (id(grads), parts) of every call, for parts_at (ids only: no arrays kept alive)
 
     @property

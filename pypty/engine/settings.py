@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..distributed.shard import filter_sequence
 from ..model.refinables import REFINABLES
 from ..model.reparam import block_reparam
 from ..parameters.consistency import check_wolfe
@@ -141,7 +142,12 @@ class EpochSettings:
         rp = self.reparam(name)
         return rp.block if rp is not None else name
 
-    def batches(self, compute_batch: int) -> list:
-        """The sequence cut into batches of ``compute_batch`` patterns (NumPy int arrays)."""
-        seq = self.sequence
-        return [seq[i:i + compute_batch] for i in range(0, seq.size, compute_batch)]
+    def batches(self, compute_batch: int, shard=None) -> list:
+        """The sequence cut into batches of ``compute_batch`` patterns (NumPy int arrays).
+
+        ``shard``: ``(start, stop)`` of a distributed rank: only the sequence's entries in that range, in
+        the sequence's order (:func:`pypty.distributed.shard.filter_sequence`); None: the whole sequence.
+        """
+        seq = self.sequence if shard is None else filter_sequence(self.sequence, *shard)
+        b = int(compute_batch)
+        return [seq[i:i + b] for i in range(0, seq.size, b)]
