@@ -178,6 +178,9 @@ class MultisliceModel:
             if fz is not None else {},
             _kyx_px=(xp.asarray(np.fft.fftfreq(win[0])[:, None], dtype=rdt),
                      xp.asarray(np.fft.fftfreq(win[1])[None, :], dtype=rdt)),
+            # the same frequencies as 1-D float64 vectors, for the fused position gradient (shift_moments)
+            _kyx_px_f64=(np.fft.fftfreq(win[0]).astype(rdt).astype(np.float64),
+                         np.fft.fftfreq(win[1]).astype(rdt).astype(np.float64)) if fz is not None else None,
             _kyx_A=(xp.asarray(np.fft.fftfreq(win[0], d=self.pixel_size_yx_A[0])[:, None], dtype=rdt),
                     xp.asarray(np.fft.fftfreq(win[1], d=self.pixel_size_yx_A[1])[None, :], dtype=rdt)),
             _ryx_A=(xp.asarray(ry, dtype=rdt), xp.asarray(rx, dtype=rdt)),
@@ -651,8 +654,7 @@ class MultisliceModel:
             fz.multiply_conj_patches(g_pn[:, None], c["ramp"][:, None])
         if "positions" in need and fz is not None:
             out = np.empty((g_pn.shape[0], 2))
-            fz.shift_moments(out, g_pn, pn if pn.ndim == 4 else pn[None], self._kyx_px[0][:, 0].astype(np.float64),
-                             self._kyx_px[1][0].astype(np.float64), 2 * np.pi)
+            fz.shift_moments(out, g_pn, pn if pn.ndim == 4 else pn[None], *self._kyx_px_f64, 2 * np.pi)
             self._add_rows(xp, g["positions"], bidx, bidx_dev, out)
         elif "positions" in need:
             self._add_rows(xp, g["positions"], bidx, bidx_dev, ops.shift_gradient(xp, g_pn, pn, self._kyx_px))
