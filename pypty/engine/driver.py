@@ -138,9 +138,7 @@ def reconstruct(p: dict, terms=None, constraints=None, comm=None) -> dict:
                                       "process, so the ranks may compute different last bits and the parameter "
                                       "checksum may stop the run; use ducc0 or scipy", RuntimeWarning, stacklevel=2)
                     workers = fft_workers(comm)  # distributed: the node's cores shared by its ranks
-                    if engine is None:
-                        return get_backend(workers=workers)
-                    return get_backend(workers=workers, fft=engine)
+                    return get_backend(workers=workers, fft=engine)  # fft=None: the default choice
 
                 bk = comm.agree(backend, "choosing the backend")
                 notice = gpu_dtype_notice(bk, p["default_dtype"])

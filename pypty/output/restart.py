@@ -161,24 +161,23 @@ class _Reader:
         return RestartError(f"parameter 'restart_from' ({self.path}): {msg}")
 
     # ------------------------------------------------------------------ metadata
-    def group(self, parent, name):
-        """``parent/name``, which must be an HDF5 group (a dataset in its place would be read by iterating)."""
+    def _member(self, parent, name, cls, what):
+        """``(parent/name, its full path)``; it must exist and be an instance of ``cls`` (``what``: "a group", ...)."""
         full = f"{parent.name.rstrip('/')}/{name}"
         if name not in parent:
             raise self.error(f"'{full}' is missing")
-        g = parent.get(name)
-        if not isinstance(g, h5py.Group):
-            raise self.error(f"'{full}' is not a group")
-        return g
+        obj = parent.get(name)
+        if not isinstance(obj, cls):
+            raise self.error(f"'{full}' is not {what}")
+        return obj, full
+
+    def group(self, parent, name):
+        """``parent/name``, which must be an HDF5 group (a dataset in its place would be read by iterating)."""
+        return self._member(parent, name, h5py.Group, "a group")[0]
 
     def meta(self, parent, name, kind, ndim, finite=True):
         """Check one dataset from its metadata (type, declared size, dtype, rank); return its shape."""
-        full = f"{parent.name.rstrip('/')}/{name}"
-        if name not in parent:
-            raise self.error(f"'{full}' is missing")
-        ds = parent.get(name)
-        if not isinstance(ds, h5py.Dataset):
-            raise self.error(f"'{full}' is not a dataset")
+        ds, full = self._member(parent, name, h5py.Dataset, "a dataset")
         shape = ds.shape
         if shape is None:
             raise self.error(f"dataset '{full}' has no dataspace (an empty HDF5 dataset)")
