@@ -183,7 +183,7 @@ class Backend:
                 return "?"
 
         if self.name == "cupy":
-            return f"cupy {ver('cupy') if ver('cupy') != '?' else getattr(self.xp, '__version__', '?')}; FFT: cuFFT"
+            return f"cupy {getattr(self.xp, '__version__', None) or ver('cupy')}; FFT: cuFFT"
         if self.name == "strict":
             return f"strict device stand-in (numpy {np.__version__}); FFT: scipy.fft"
         fft = self.fft_name
@@ -230,17 +230,19 @@ class Backend:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_transforms(make, fft, workers):
-    return make(fft, workers)
+def _engine(fft, workers):
+    from .fft import make_transforms
+
+    return make_transforms(fft, workers)
 
 
-def _transforms(make, fft, workers):
+def _transforms(fft, workers):
     """One FFT engine per (name, threads) and process, so that its plans are made once."""
     if fft is None:
         from .fft import FFT_ENV
 
         fft = os.environ.get(FFT_ENV, "").strip().lower() or "auto"
-    return _cached_transforms(make, fft, workers)
+    return _engine(fft, workers)
 
 
 def get_backend(name: str | None = None, workers: int | None = None, fft: str | None = None) -> Backend:
@@ -286,9 +288,7 @@ def get_backend(name: str | None = None, workers: int | None = None, fft: str | 
             _notice_cpu_fallback(why)
         name = "cupy" if ok else "numpy"
     if name == "numpy":
-        from .fft import make_transforms
-
-        return Backend(np, "numpy", workers, _transforms(make_transforms, fft, workers))
+        return Backend(np, "numpy", workers, _transforms(fft, workers))
     if name == "strict":
         from . import strict_device
 
