@@ -86,6 +86,11 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
+def positive_number(v) -> bool:
+    """The switch rule of the constraints whose parameter is a strength, on when > 0 (a number, not a bool)."""
+    return _is_number(v) and float(v) > 0
+
+
 def _on(v) -> bool:
     return v is not None and v is not False and bool(v)
 
@@ -697,7 +702,7 @@ class KrFilter(ParamsConstraint):
 
     @classmethod
     def switched_on(cls, row, value) -> bool:
-        return _is_number(value) and float(value) > 0
+        return positive_number(value)
 
     def apply(self, arrays: dict, epoch: int, ctx) -> tuple:
         """Low-pass the phase and/or amplitude of every (slice, mode).
@@ -798,7 +803,7 @@ class KzFilter(ParamsConstraint):
 
     @classmethod
     def switched_on(cls, row, value) -> bool:
-        return _is_number(value) and float(value) > 0
+        return positive_number(value)
 
     def apply(self, arrays: dict, epoch: int, ctx) -> tuple:
         """Filter the phase and/or amplitude of every mode in (s, y, x) Fourier space.

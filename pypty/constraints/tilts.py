@@ -17,7 +17,7 @@ from ..parameters.conventions import TILT_TYPES, tilt_types_for_mode
 from ..parameters.errors import parameter_error
 from ..parameters.schedule import may_be_on
 from .base import UNCHANGED, Change, ParamsConstraint
-from .object_filters import gaussian_filter1d_nearest, gaussian_kernel1d
+from .object_filters import gaussian_filter1d_nearest, gaussian_kernel1d, positive_number
 from .object_pointwise import _constant, _range_messages
 
 __all__ = ["TiltSmooth", "gaussian_filter1d"]
@@ -65,7 +65,7 @@ class TiltSmooth(ParamsConstraint):
     @classmethod
     def switched_on(cls, row, value) -> bool:
         """On when sigma is > 0."""
-        return value is not None and not isinstance(value, (bool, np.bool_)) and float(value) > 0
+        return positive_number(value)
 
     def apply(self, arrays: dict, epoch: int, ctx) -> tuple:
         """Smooth the tilts of the model's tilt types over the scan grid.
