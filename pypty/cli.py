@@ -50,7 +50,7 @@ import sys
 import traceback as _traceback
 from typing import Optional, Sequence
 
-__all__ = ["ParamsFileError", "USER_ERRORS", "error_status", "log_to_stderr", "load_params", "run_params_file",
+__all__ = ["ParamsFileError", "USER_ERRORS", "error_status", "run_command", "load_params", "run_params_file",
            "main"]
 
 #: Exceptions reported as one line by the console commands.  pypty's own error types
@@ -65,14 +65,19 @@ class ParamsFileError(ValueError):
     """A parameter file cannot be read, is not valid JSON/TOML, or does not hold one object."""
 
 
-def log_to_stderr():
-    """Context manager of the console commands: what the run prints on stdout (its log lines, written with
-    ``tqdm.write``) goes to stderr, so that stdout holds only the command's JSON summary.
+def run_command(prog: str, fn, traceback: bool = False):
+    """Run ``fn()`` for a console command (``pypty run``, ``pypty-sample``): ``(None, result)`` on success,
+    ``(exit status, None)`` after an error reported by :func:`error_status`.
 
-    Used around the run inside :func:`main` and ``pypty-sample``'s ``main`` only; the Python API
-    (:func:`pypty.iterative.run`) prints where it always does.
+    What the run prints on stdout (its log lines, written with ``tqdm.write``) goes to stderr, so that
+    stdout holds only the command's JSON summary; the Python API (:func:`pypty.iterative.run`) prints
+    where it always does.  Errors other than :data:`USER_ERRORS` and ``KeyboardInterrupt`` propagate.
     """
-    return contextlib.redirect_stdout(sys.stderr)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return None, fn()
+    except (KeyboardInterrupt,) + USER_ERRORS as exc:
+        return error_status(prog, exc, traceback=traceback), None
 
 
 def error_status(prog: str, exc: BaseException, traceback: bool = False) -> int:
@@ -242,11 +247,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     args = _parser().parse_args(argv)
     # one command so far ("run"; argparse rejects anything else)
-    try:
-        with log_to_stderr():
-            result = run_params_file(args.params)
-    except (KeyboardInterrupt,) + USER_ERRORS as exc:
-        return error_status("pypty", exc, traceback=args.traceback)
+    status, result = run_command("pypty", lambda: run_params_file(args.params), args.traceback)
+    if status is not None:
+        return status
     if _is_root():
         print(_summary(result))
     return 0

@@ -213,14 +213,13 @@ def main(argv=None) -> int:
         From argparse: status 2 for a bad command line, 0 after ``--help``
         or ``--version``.
     """
-    from .cli import USER_ERRORS, error_status, log_to_stderr
+    from .cli import run_command
 
     args = _parser().parse_args(argv)
-    try:
-        with log_to_stderr():
-            result = reconstruct_sample(args.out, args.epochs, args.slices)
-    except (KeyboardInterrupt,) + USER_ERRORS as exc:
-        return error_status("pypty-sample", exc, traceback=args.traceback)
+    status, result = run_command("pypty-sample", lambda: reconstruct_sample(args.out, args.epochs, args.slices),
+                                 args.traceback)
+    if status is not None:
+        return status
     loss = result["loss"]
     print(json.dumps({"epochs": len(loss), "first_loss": loss[0], "final_loss": loss[-1],
                       "wall_time_s": round(result["wall_time_s"], 1), "figure": result["figure"]}, indent=1))
