@@ -238,16 +238,23 @@ def tile_to_canvas(cell_img, origin_px, shape):
     return cell_img[..., iy[:, None], ix[None, :]]
 
 
-def pypty_style_forward(phase_slices_canvas, positions_px, lam, dx, dz, semiangle_rad, c10):
-    """pypty's far-field model on the 64 px window: returns fftshifted intensities (N, 64, 64)."""
-    n = N_DET
+def pypty_style_forward(phase_slices_canvas, positions_px, lam, dx, dz, semiangle_rad, c10, n=N_DET, cutoff=None):
+    """pypty's far-field multislice on the n px window (the last slice is not propagated).
+
+    ``cutoff``: band limit of the propagator as a fraction of Nyquist (pypty's
+    ``damping_cutoff_multislice``), None = none.  Returns the central N_DET x N_DET
+    block of the fftshifted pattern (the detector): (N, 64, 64).
+    """
     ky, kx = kgrid(n, dx)
-    p_hat = probe_k(n, dx, lam, semiangle_rad, c10, (n // 2 * dx, n // 2 * dx))  # centred at (32, 32)
+    p_hat = probe_k(n, dx, lam, semiangle_rad, c10, (n // 2 * dx, n // 2 * dx))  # centred at (n/2, n/2)
     prop = np.exp(-1j * np.pi * lam * dz * (ky**2 + kx**2))
+    if cutoff is not None:
+        f = np.sqrt(np.fft.fftfreq(n)[:, None] ** 2 + np.fft.fftfreq(n)[None, :] ** 2) / 0.5
+        prop = prop * (f <= cutoff)
     obj = np.exp(1j * phase_slices_canvas)
     fy = np.fft.fftfreq(n)[:, None]
     fx = np.fft.fftfreq(n)[None, :]
-    out = np.empty((len(positions_px), n, n))
+    out = np.empty((len(positions_px), N_DET, N_DET))
     for p, (py, px) in enumerate(positions_px):
         cy, cx = int(np.rint(py)), int(np.rint(px))
         sy, sx = py - cy, px - cx
@@ -256,7 +263,7 @@ def pypty_style_forward(phase_slices_canvas, positions_px, lam, dx, dz, semiangl
             psi = psi * obj[s, cy:cy + n, cx:cx + n]
             if s < obj.shape[0] - 1:
                 psi = np.fft.ifft2(np.fft.fft2(psi) * prop)
-        out[p] = np.abs(np.fft.fftshift(np.fft.fft2(psi))) ** 2
+        out[p] = crop_center(np.abs(np.fft.fftshift(np.fft.fft2(psi))) ** 2, N_DET)
     return out
 
 

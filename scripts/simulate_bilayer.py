@@ -103,9 +103,9 @@ import time
 
 import numpy as np
 
-# the sample script's helpers (same probe, band limit, resampling and tiling definitions); scripts/ is on sys.path
-from make_sample_data import (antialias, crop_center, kgrid, mean_pearson, probe_k,
-                              resample_to_recon, tile_to_canvas)
+# the sample script's helpers (same band limit, forward model, resampling and tiling definitions); scripts/ is on sys.path
+from make_sample_data import (antialias, crop_center, mean_pearson, pypty_style_forward, resample_to_recon,
+                              tile_to_canvas)
 
 GENERATOR = "scripts/simulate_bilayer.py"
 GENERATOR_VERSION = "1.0"
@@ -151,35 +151,6 @@ def mos2_layer(z_planes, shift_frac=(0.0, 0.0), thickness=10.0):
     atoms.positions[:, 1] += shift_frac[1] * b
     atoms.wrap()
     return atoms
-
-
-def pypty_style_forward(phase_slices_canvas, positions_px, lam, dx, dz, semiangle_rad, c10, n, cutoff=None):
-    """pypty's far-field multislice on the n px window (the last slice is not propagated).
-
-    ``cutoff``: band limit of the propagator as a fraction of Nyquist (pypty's
-    ``damping_cutoff_multislice``), None = none.  Returns the central N_DET x N_DET
-    block of the fftshifted pattern (the detector).
-    """
-    ky, kx = kgrid(n, dx)
-    p_hat = probe_k(n, dx, lam, semiangle_rad, c10, (n // 2 * dx, n // 2 * dx))
-    prop = np.exp(-1j * np.pi * lam * dz * (ky**2 + kx**2))
-    if cutoff is not None:
-        f = np.sqrt(np.fft.fftfreq(n)[:, None] ** 2 + np.fft.fftfreq(n)[None, :] ** 2) / 0.5
-        prop = prop * (f <= cutoff)
-    obj = np.exp(1j * phase_slices_canvas)
-    fy = np.fft.fftfreq(n)[:, None]
-    fx = np.fft.fftfreq(n)[None, :]
-    out = np.empty((len(positions_px), N_DET, N_DET))
-    for p, (py, px) in enumerate(positions_px):
-        cy, cx = int(np.rint(py)), int(np.rint(px))
-        sy, sx = py - cy, px - cx
-        psi = np.fft.ifft2(p_hat * np.exp(-2j * np.pi * (fy * sy + fx * sx)))
-        for s in range(obj.shape[0]):
-            psi = psi * obj[s, cy:cy + n, cx:cx + n]
-            if s < obj.shape[0] - 1:
-                psi = np.fft.ifft2(np.fft.fft2(psi) * prop)
-        out[p] = crop_center(np.abs(np.fft.fftshift(np.fft.fft2(psi))) ** 2, N_DET)
-    return out
 
 
 def rel_l2(model, ref):
